@@ -1,0 +1,192 @@
+"""Accounts and login sessions: register, login, refresh rotation, logout, bearer authentication."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from chalicelib import crypto, errors, orgs, tokens
+from chalicelib.principal import Principal
+from chalicelib.settings import Settings
+from chalicelib.shapes import Body, DisplayName, Email, Out, Password, Token
+from chalicelib.store import accounts as store
+from chalicelib.store import orgs as org_store
+from chalicelib.store.base import now
+
+INVALID_LOGIN = "invalid e-mail or password"
+
+
+class RegisterRequest(Body):
+    email: Email
+    password: Password
+    name: DisplayName
+    organization_name: DisplayName | None = None
+    invitation_token: Token | None = None
+
+    @model_validator(mode="after")
+    def _organization_or_invitation(self) -> RegisterRequest:
+        if self.organization_name is None and self.invitation_token is None:
+            raise ValueError("organization_name is required unless an invitation_token is given")
+        return self
+
+
+class LoginRequest(Body):
+    email: Email
+    password: Password
+
+
+class RefreshRequest(Body):
+    refresh_token: Token
+
+
+class UserOut(Out):
+    id: str
+    email: str
+    name: str
+    created_at: int | None = None
+
+
+class TokenResponse(Out):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    user: UserOut
+    organization: orgs.OrganizationOut | None = None
+
+
+def _policy(settings: Settings) -> crypto.PasswordPolicy:
+    return crypto.PasswordPolicy(
+        memory_kib=settings.password_memory_kib, iterations=settings.password_iterations, lanes=settings.password_lanes
+    )
+
+
+def user_out(user: store.User) -> UserOut:
+    return UserOut(id=user.id, email=user.email, name=user.name, created_at=user.created_at)
+
+
+def register(settings: Settings, body: RegisterRequest) -> TokenResponse:
+    """Create the user with their own organization, or with the membership their invitation offers."""
+    at = now()
+    invitation = orgs.redeemable_invitation(body.invitation_token, email=body.email) if body.invitation_token else None
+    user = store.new_user(
+        user_id=crypto.new_id("usr"), email=body.email, name=body.name,
+        password_hash=_policy(settings).hash(body.password), at=at,
+    )
+    if invitation is not None:
+        org = org_store.get_org(invitation.org_id)
+        role = invitation.role
+    else:
+        org = org_store.new_org(org_id=crypto.new_id("org"), name=body.organization_name or "", at=at)
+        role = org_store.OWNER
+    if org is None:
+        raise errors.NotFound("organization not found")
+    member = org_store.new_member(org_id=org.id, user_id=user.id, email=user.email, name=user.name, role=role, at=at)
+    store.create_account(user=user, member=member, org=None if invitation else org, invitation=invitation)
+    return _start_session(settings, user, organization=orgs.organization_out(org, role))
+
+
+def login(settings: Settings, body: LoginRequest) -> TokenResponse:
+    """One answer for an unknown e-mail and a wrong password; too many failures lock the account a while."""
+    at = now()
+    failures = store.get_login_failures(body.email)
+    if failures is not None and failures.count >= settings.login_max_failures:
+        retry_after = failures.window_start + settings.login_failure_window - at
+        if retry_after > 0:
+            raise errors.RateLimited("too many failed logins; try again later", retry_after=retry_after)
+    policy = _policy(settings)
+    user = store.find_user_by_email(body.email)
+    if user is None:
+        policy.hash(body.password)  # spend the same time as a real check
+        verified = False
+    else:
+        verified = policy.verify(body.password, user.password_hash)
+    if user is None or not verified:
+        store.record_login_failure(body.email, at=at, window=settings.login_failure_window)
+        raise errors.Unauthorized(INVALID_LOGIN)
+    if failures is not None:
+        store.clear_login_failures(body.email)
+    if policy.needs_rehash(user.password_hash):
+        store.update_password_hash(user, policy.hash(body.password))
+    return _start_session(settings, user)
+
+
+def _start_session(settings: Settings, user: store.User, *, organization: orgs.OrganizationOut | None = None) -> TokenResponse:
+    at, session_id = now(), crypto.new_id("ses")
+    expires_at = at + settings.refresh_absolute_ttl
+    session = store.Session(
+        *store.Session.key(session_id), id=session_id, user_id=user.id, created_at=at, last_used_at=at,
+        expires_at=expires_at, expires_ttl=expires_at,
+    )
+    refresh_token, refresh = _new_refresh_token(session_id=session_id, user_id=user.id, expires_at=expires_at)
+    store.create_session(session, refresh)
+    return _token_response(settings, user, session_id, refresh_token, at, organization)
+
+
+def _new_refresh_token(*, session_id: str, user_id: str, expires_at: int) -> tuple[str, store.RefreshToken]:
+    token = crypto.new_secret()
+    record = store.RefreshToken(
+        *store.RefreshToken.key(crypto.token_hash(token)), session_id=session_id, user_id=user_id, expires_ttl=expires_at
+    )
+    return token, record
+
+
+def _token_response(
+    settings: Settings, user: store.User, session_id: str, refresh_token: str, at: int,
+    organization: orgs.OrganizationOut | None = None,
+) -> TokenResponse:
+    return TokenResponse(
+        access_token=tokens.issue_access_token(settings, user_id=user.id, session_id=session_id, at=at),
+        refresh_token=refresh_token,
+        expires_in=settings.access_token_ttl,
+        user=user_out(user),
+        organization=organization,
+    )
+
+
+def refresh(settings: Settings, body: RefreshRequest) -> TokenResponse:
+    """Rotate the refresh token. Presenting a spent one revokes its whole session."""
+    at = now()
+    used = store.get_refresh_token(crypto.token_hash(body.refresh_token))
+    if used is None:
+        raise errors.Unauthorized("the refresh token is invalid")
+    if used.used_at is not None:
+        store.revoke_session(used.session_id, at=at)
+        raise errors.Unauthorized("the refresh token was already used; the session has been revoked")
+    session = store.get_session(used.session_id)
+    if session is None:
+        raise errors.Unauthorized("the session has ended")
+    token, issued = _new_refresh_token(session_id=session.id, user_id=used.user_id, expires_at=session.expires_at)
+    try:
+        store.rotate_refresh_token(used=used, issued=issued, at=at, idle_cutoff=at - settings.refresh_idle_ttl)
+    except errors.Conflict:
+        store.revoke_session(used.session_id, at=at)
+        raise errors.Unauthorized("the refresh token was already used; the session has been revoked") from None
+    user = store.get_user(used.user_id)
+    if user is None:
+        raise errors.Unauthorized("the account no longer exists")
+    return _token_response(settings, user, session.id, token, at)
+
+
+def logout(principal: Principal) -> None:
+    store.revoke_session(principal.session_id, at=now())
+
+
+def me(principal: Principal) -> UserOut:
+    user = store.get_user(principal.id)
+    if user is None:
+        raise errors.Unauthorized("the account no longer exists")
+    return user_out(user)
+
+
+def authenticate(settings: Settings, bearer: str) -> Principal:
+    """The user behind an access token whose session is still live; Unauthorized otherwise."""
+    claims = tokens.decode_access_token(settings, bearer)
+    session = store.get_session(claims.session_id)
+    if (
+        session is None
+        or session.user_id != claims.user_id
+        or session.revoked_at is not None
+        or session.expires_at <= now()
+    ):
+        raise errors.Unauthorized("the session has ended")
+    return Principal(kind="user", id=claims.user_id, session_id=claims.session_id)

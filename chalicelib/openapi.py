@@ -1,0 +1,108 @@
+"""The OpenAPI 3.1 document, generated from the declared routes and their pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from chalicelib.shapes import Out
+from chalicelib.web import Operation, Router
+
+_PATH_PARAM = re.compile(r"{(\w+)}")
+_STATUS_TEXT = {
+    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Invalid request", 401: "Not authenticated",
+    403: "Not allowed for this role", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
+    412: "Precondition failed", 413: "Body too large", 422: "Unprocessable", 429: "Too many requests",
+}
+_SECURITY = {"user": "bearerAuth", "agent": "agentToken"}
+
+
+class ErrorBody(Out):
+    code: str
+    message: str
+    request_id: str
+    details: list[dict[str, Any]] | None = None
+
+
+class Error(Out):
+    error: ErrorBody
+
+
+def document(routers: list[Router], *, version: str) -> dict[str, Any]:
+    operations = [op for router in routers for op in router.operations]
+    models = {Error, *(m for op in operations for m in (op.body, op.response) if m is not None)}
+    refs, schemas = _schemas(models)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Orochi DB control plane", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "agentToken": {"type": "http", "scheme": "bearer", "description": "a region's agent token"},
+            },
+        },
+    }
+
+
+def _schemas(models: set[type[BaseModel]]) -> tuple[dict[Any, Any], dict[str, Any]]:
+    ordered = sorted(models, key=lambda m: m.__name__)
+    keys = [(m, "validation" if not issubclass(m, Out) else "serialization") for m in ordered]
+    refs, defs = models_json_schema(keys, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
+    return {model: refs[(model, mode)] for model, mode in keys}, defs.get("$defs", {})
+
+
+def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "operationId": op.handler.__name__,
+        "summary": op.summary,
+        "tags": [op.tag],
+        "parameters": [*_path_parameters(op.path), *_query_parameters(op.query), *_header_parameters(op.headers)],
+        "responses": _responses(op, refs),
+    }
+    if op.body is not None:
+        spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[op.body]}}}
+    spec["security"] = [{_SECURITY[op.auth]: []}] if op.auth in _SECURITY else []
+    return spec
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+            for name in _PATH_PARAM.findall(path)]
+
+
+def _query_parameters(model: type[BaseModel] | None) -> list[dict[str, Any]]:
+    if model is None:
+        return []
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [{"name": name, "in": "query", "required": name in required, "schema": prop}
+            for name, prop in schema["properties"].items()]
+
+
+def _header_parameters(headers: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "header", "required": False, "schema": {"type": "string", "maxLength": 256}}
+            for name in headers]
+
+
+def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
+    request_id = {"X-Request-ID": {"schema": {"type": "string"}, "description": "the request id"}}
+    success: dict[str, Any] = {"description": _STATUS_TEXT[op.status], "headers": request_id}
+    if op.response is not None:
+        success["content"] = {"application/json": {"schema": refs[op.response]}}
+    responses = {str(op.status): success}
+    codes = {400, 413} | ({401} if op.auth != "none" else set()) | set(op.errors)
+    for code in sorted(codes):
+        responses[str(code)] = {
+            "description": _STATUS_TEXT[code],
+            "headers": {**request_id, **({"Retry-After": {"schema": {"type": "string"}}} if code == 429 else {})},
+            "content": {"application/json": {"schema": refs[Error]}},
+        }
+    return responses

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.shapes import Out
+from chalicelib.web import Call, Reply, Router
+
+router = Router(__name__, tag="meta")
+VERSION = "1.0.0"
+
+
+class Health(Out):
+    status: str
+    version: str
+
+
+class OpenApiDocument(Out):
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]
+
+
+@router.route("GET", "/health", auth="none", response=Health)
+def health(call: Call[Any]) -> Health:
+    """Liveness of the API"""
+    return Health(status="ok", version=VERSION)
+
+
+@router.route("GET", "/openapi.json", auth="none", response=OpenApiDocument)
+def openapi_document(call: Call[Any]) -> Reply:
+    """This API's OpenAPI 3.1 document"""
+    from chalicelib import openapi
+    from chalicelib.routes import ROUTERS
+
+    return Reply(openapi.document(ROUTERS, version=VERSION))

@@ -1,0 +1,126 @@
+"""The single DynamoDB table: its key schema, indexes, shared connection and error translation.
+
+Every entity is a subclass of `Item` stored in one table under `pk`/`sk`. `gsi1` serves the
+"by user" / "by region" lookups documented in the README's access-pattern table.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, TransactWriteError, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib import errors
+
+T = TypeVar("T", bound="Item")
+
+
+class Gsi1(GlobalSecondaryIndex["Item"]):
+    class Meta:
+        index_name = "gsi1"
+        projection = AllProjection()
+
+    gsi1pk = UnicodeAttribute(hash_key=True)
+    gsi1sk = UnicodeAttribute(range_key=True)
+
+
+class Item(Model):
+    class Meta:
+        table_name = "orochi"
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    gsi1pk = UnicodeAttribute(null=True)
+    gsi1sk = UnicodeAttribute(null=True)
+    expires_ttl = NumberAttribute(null=True)
+    gsi1 = Gsi1()
+
+
+def configure(*, table_name: str) -> None:
+    """Point every entity at `table_name` and share one connection (one botocore client) between them."""
+    Item.Meta.table_name = table_name
+    Item._connection = None
+    Item._get_connection()
+
+
+def create_table() -> None:
+    """Create the table with its index and TTL if it does not exist (local stack and tests)."""
+    if not Item.exists():
+        Item.create_table(wait=True)
+    Item._get_connection().connection.client.update_time_to_live(
+        TableName=Item.Meta.table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_ttl"},
+    )
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def get(model: type[T], pk: str, sk: str) -> T | None:
+    """A strongly consistent read; None when the item is absent."""
+    try:
+        return model.get(pk, sk, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def require(model: type[T], pk: str, sk: str, *, what: str) -> T:
+    item = get(model, pk, sk)
+    if item is None:
+        raise errors.NotFound(f"{what} not found")
+    return item
+
+
+def condition_failed(error: Exception) -> bool:
+    cause = getattr(error, "cause_response_code", None)
+    return cause in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def cancellation_reasons(error: TransactWriteError) -> list[str]:
+    """The per-item cancellation codes of a failed transaction, in the order the items were added."""
+    reasons = getattr(error, "cancellation_reasons", None) or []
+    return [getattr(r, "code", None) or "None" if r is not None else "None" for r in reasons]
+
+
+@contextmanager
+def conditional(conflict: errors.AppError) -> Iterator[None]:
+    """Translate a failed write condition into `conflict`; other failures propagate."""
+    try:
+        yield
+    except (PutError, UpdateError, DeleteError, TransactWriteError) as e:
+        if condition_failed(e):
+            raise conflict from e
+        raise
+
+
+def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
+    if not last_key:
+        return None
+    flat = {name: next(iter(value.values())) for name, value in last_key.items()}
+    return base64.urlsafe_b64encode(json.dumps(flat, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, *, pk: str) -> dict[str, Any] | None:
+    """The exclusive start key for a query on partition `pk`; a cursor from another listing is invalid."""
+    if not cursor:
+        return None
+    try:
+        flat = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(flat, dict) or not all(isinstance(v, str) for v in flat.values()):
+            raise ValueError
+        if pk not in (flat.get("pk"), flat.get("gsi1pk")):
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise errors.Invalid("cursor is not valid", details=[{"field": "cursor", "message": "not a cursor from this listing"}]) from None
+    return {name: {"S": value} for name, value in flat.items()}

@@ -1,0 +1,245 @@
+"""The HTTP edge: declared routes, body and query parsing, authentication, the error shape.
+
+A route is declared once with its pydantic models; the same declaration drives request parsing,
+the response shape and the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from chalice import Blueprint, Response
+from chalice.app import Request
+from pydantic import BaseModel, ValidationError
+
+from chalicelib import errors
+from chalicelib.principal import Principal
+from chalicelib.settings import Settings, get_settings
+
+log = logging.getLogger("orochi.web")
+
+MAX_BODY_BYTES = 1024 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_local = threading.local()
+
+Auth = Literal["user", "agent", "none"]
+B = TypeVar("B", bound=BaseModel)
+
+
+@dataclass
+class Call(Generic[B]):
+    """One parsed, authenticated request as a route handler sees it."""
+
+    settings: Settings
+    params: dict[str, str]
+    body: B
+    query: Any
+    principal: Principal | None
+    headers: dict[str, str]
+    source_ip: str
+
+    @property
+    def user(self) -> Principal:
+        assert self.principal is not None and self.principal.kind == "user"
+        return self.principal
+
+    @property
+    def agent(self) -> Principal:
+        assert self.principal is not None and self.principal.kind == "agent"
+        return self.principal
+
+
+@dataclass
+class Reply:
+    """A handler's answer when it needs a status or headers other than the route's defaults."""
+
+    body: BaseModel | dict[str, Any] | None
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    handler: Callable[[Call[Any]], Any]
+    summary: str
+    tag: str
+    status: int
+    auth: Auth
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: type[BaseModel] | None
+    errors: tuple[int, ...]
+    headers: tuple[str, ...]
+
+
+Authenticator = Callable[[Settings, str], Principal]
+_authenticators: dict[str, Authenticator] = {}
+
+
+def register_authenticator(kind: Literal["user", "agent"], authenticator: Authenticator) -> None:
+    """`authenticator(settings, bearer_token)` returns the principal or raises Unauthorized."""
+    _authenticators[kind] = authenticator
+
+
+class Router:
+    """A chalice Blueprint whose routes are declared with their models (one router per concept)."""
+
+    def __init__(self, name: str, *, tag: str) -> None:
+        self.blueprint = Blueprint(name)
+        self.tag = tag
+        self.operations: list[Operation] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int = 200,
+        auth: Auth = "user",
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        errors: tuple[int, ...] = (),
+        headers: tuple[str, ...] = (),
+    ) -> Callable[[Callable[[Call[Any]], Any]], Callable[[Call[Any]], Any]]:
+        def declare(handler: Callable[[Call[Any]], Any]) -> Callable[[Call[Any]], Any]:
+            operation = Operation(
+                method=method, path=path, handler=handler, tag=self.tag, status=status, auth=auth,
+                summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip().splitlines()[0],
+                body=body, query=query, response=response, errors=errors, headers=headers,
+            )
+            self.operations.append(operation)
+
+            def view(**params: str) -> Response:
+                return _serve(operation, self.blueprint.current_request, params)
+
+            view.__name__ = handler.__name__
+            self.blueprint.route(path, methods=[method], content_types=_ANY_CONTENT_TYPE)(view)
+            return handler
+
+        return declare
+
+
+# Bodies are parsed from the raw bytes whatever the declared type, so every content type is accepted
+# here and a non-JSON body gets the documented 400 rather than chalice's own 415.
+_ANY_CONTENT_TYPE = ["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "application/octet-stream", "*/*"]
+
+
+def _serve(operation: Operation, request: Request, params: dict[str, str]) -> Response:
+    try:
+        settings = get_settings()
+        principal = _authenticate(operation.auth, settings, request)
+        call: Call[Any] = Call(
+            settings=settings,
+            params=params,
+            body=_parse_body(operation.body, request),
+            query=_parse_query(operation.query, request),
+            principal=principal,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            source_ip=(request.context.get("identity") or {}).get("sourceIp", ""),
+        )
+        result = operation.handler(call)
+    except errors.AppError as e:
+        return error_response(e)
+    reply = result if isinstance(result, Reply) else Reply(result)
+    return json_response(reply.status or operation.status, reply.body, reply.headers)
+
+
+def _authenticate(auth: Auth, settings: Settings, request: Request) -> Principal | None:
+    if auth == "none":
+        return None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthorized("a bearer token is required")
+    return _authenticators[auth](settings, token.strip())
+
+
+def _parse_body(model: type[BaseModel] | None, request: Request) -> BaseModel | None:
+    if model is None:
+        return None
+    raw = request.raw_body or b""
+    if not raw.strip():
+        raise errors.Invalid("a JSON body is required", details=[{"field": "body", "message": "missing"}])
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        raise errors.Invalid("the request body is invalid", details=validation_details(e)) from None
+
+
+def _parse_query(model: type[BaseModel] | None, request: Request) -> BaseModel | None:
+    if model is None:
+        return None
+    try:
+        return model.model_validate(dict(request.query_params or {}))
+    except ValidationError as e:
+        raise errors.Invalid("the query string is invalid", details=validation_details(e)) from None
+
+
+def validation_details(error: ValidationError) -> list[dict[str, Any]]:
+    details = []
+    for problem in error.errors(include_url=False, include_input=False, include_context=False):
+        location = ".".join(str(part) for part in problem["loc"]) or "body"
+        details.append({"field": location, "message": problem["msg"], "type": problem["type"]})
+    return details
+
+
+def json_response(status: int, body: BaseModel | dict[str, Any] | None, headers: dict[str, str] | None = None) -> Response:
+    payload = body.model_dump(mode="json", exclude_none=True) if isinstance(body, BaseModel) else body
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    if payload is None:
+        return Response(body="", status_code=status, headers=all_headers)
+    return Response(body=json.dumps(payload, separators=(",", ":")), status_code=status, headers=all_headers)
+
+
+def error_response(error: errors.AppError) -> Response:
+    body: dict[str, Any] = {"code": error.code, "message": error.message, "request_id": current_request_id()}
+    if error.details:
+        body["details"] = error.details
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, errors.RateLimited) else {}
+    return json_response(error.status, {"error": body}, headers)
+
+
+def current_request_id() -> str:
+    return getattr(_local, "request_id", "")
+
+
+def envelope(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Middleware around every request: request id, body limit, documented error shape, access log."""
+    started = time.perf_counter()
+    supplied = event.headers.get("x-request-id", "")
+    _local.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    if len(event.raw_body or b"") > MAX_BODY_BYTES:
+        response = error_response(errors.PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes"))
+    else:
+        response = _normalize(get_response(event))
+    response.headers["X-Request-ID"] = _local.request_id
+    log.info(
+        "request",
+        extra={"method": event.method, "path": event.path, "status": response.status_code,
+               "ms": round((time.perf_counter() - started) * 1000, 1), "request_id": _local.request_id},
+    )
+    return response
+
+
+def _normalize(response: Response) -> Response:
+    """Chalice answers some requests itself (unknown method, an unhandled exception): give those our shape."""
+    body = response.body
+    if not (isinstance(body, dict) and "Code" in body and "Message" in body):
+        return response
+    if response.status_code == 405:
+        mapped = error_response(errors.MethodNotAllowed(str(body["Message"])))
+        mapped.headers.update({k: v for k, v in response.headers.items() if k.lower() == "allow"})
+        return mapped
+    if response.status_code >= 500:
+        return error_response(errors.AppError("an internal error occurred"))
+    return error_response(errors.Invalid(str(body["Message"])))
