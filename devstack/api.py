@@ -1,0 +1,29 @@
+"""Serve app.py with chalice's local server, configured only by the current environment.
+
+`chalice local` overlays the stage's variables from .chalice/config.json; tests start the API with
+their own settings instead (another table, short TTLs), through the same local gateway.
+
+    python -m devstack.api --port 8001
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from chalice.config import Config
+from chalice.local import create_local_server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    import app
+
+    server = create_local_server(app.app, Config.create(chalice_app=app.app, app_name="orochi-control-plane"), args.host, args.port)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

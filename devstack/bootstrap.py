@@ -1,0 +1,16 @@
+"""Create the table (and queues) the settings name, on whatever AWS_ENDPOINT_URL points at. Idempotent."""
+
+from __future__ import annotations
+
+from chalicelib.settings import get_settings
+from chalicelib.store import base
+
+
+def main() -> None:
+    settings = get_settings()
+    base.configure(table_name=settings.table_name)
+    base.create_table()
+
+
+if __name__ == "__main__":
+    main()

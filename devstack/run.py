@@ -1,0 +1,80 @@
+"""`make run`: the whole control plane on this machine until Ctrl-C.
+
+Starts a moto server (DynamoDB, SQS) on loopback, creates the table, and serves the API with
+`chalice local --stage dev`. The dev stage in .chalice/config.json is the single source of its settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+API_PORT = int(os.environ.get("API_PORT", "8000"))
+
+
+def stage_environment(stage: str = "dev") -> dict[str, str]:
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    return {**config.get("environment_variables", {}), **config["stages"][stage].get("environment_variables", {})}
+
+
+def wait_for_port(host: str, port: int, *, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args!r} exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"nothing listened on {host}:{port} after {timeout:.0f}s")
+
+
+def main() -> None:
+    env = {**os.environ, **stage_environment()}
+    endpoint = urlparse(env["AWS_ENDPOINT_URL"])
+    host, moto_port = endpoint.hostname or "127.0.0.1", endpoint.port or 5000
+    children: list[subprocess.Popen[bytes]] = []
+
+    def stop(*_: object) -> None:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        print("\nlocal stack stopped", flush=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    python = sys.executable
+    moto = subprocess.Popen([python, "-m", "devstack.moto_server", "--host", host, "--port", str(moto_port)], cwd=ROOT, env=env)
+    children.append(moto)
+    wait_for_port(host, moto_port, process=moto)
+    subprocess.run([python, "-m", "devstack.bootstrap"], cwd=ROOT, env=env, check=True)
+    chalice = str(Path(python).with_name("chalice"))
+    api = subprocess.Popen(
+        [chalice, "local", "--no-autoreload", "--stage", "dev", "--host", "127.0.0.1", "--port", str(API_PORT)], cwd=ROOT, env=env
+    )
+    children.append(api)
+    wait_for_port("127.0.0.1", API_PORT, process=api)
+    print(f"\nOrochi DB control plane is up.\n  API:       http://127.0.0.1:{API_PORT}  (try GET /health, /openapi.json)\n"
+          f"  DynamoDB and SQS (moto): {env['AWS_ENDPOINT_URL']}\nPress Ctrl-C to stop.", flush=True)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    print("a local stack process exited; stopping the rest", file=sys.stderr)
+    stop()
+
+
+if __name__ == "__main__":
+    main()
