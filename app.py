@@ -1,8 +1,10 @@
 """Orochi DB control plane: wiring only."""
 
-from chalice import Chalice
+from typing import Any
 
-from chalicelib import auth, cors, logs, web
+from chalice import Chalice, Rate
+
+from chalicelib import agents, auth, cors, logs, reaper, web
 from chalicelib.routes import ROUTERS
 from chalicelib.settings import get_settings
 from chalicelib.store import base as store
@@ -13,7 +15,13 @@ store.configure(table_name=settings.table_name)
 
 app = Chalice(app_name="orochi-control-plane")
 web.register_authenticator("user", auth.authenticate)
+web.register_authenticator("agent", agents.authenticate)
 for router in ROUTERS:
     app.register_blueprint(router.blueprint)
 cors.install(app)
 app.register_middleware(web.envelope, "http")
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="reaper")
+def reap(event: Any) -> None:
+    reaper.sweep(settings)

@@ -88,11 +88,10 @@ def register(settings: Settings, body: RegisterRequest) -> TokenResponse:
 def login(settings: Settings, body: LoginRequest) -> TokenResponse:
     """One answer for an unknown e-mail and a wrong password; too many failures lock the account a while."""
     at = now()
-    failures = store.get_login_failures(body.email)
-    if failures is not None and failures.count >= settings.login_max_failures:
-        retry_after = failures.window_start + settings.login_failure_window - at
-        if retry_after > 0:
-            raise errors.RateLimited("too many failed logins; try again later", retry_after=retry_after)
+    window = settings.login_failure_window
+    locked_since = store.claim_login_attempt(body.email, at=at, window=window, limit=settings.login_max_failures)
+    if locked_since is not None:
+        raise errors.RateLimited("too many failed logins; try again later", retry_after=locked_since + window - at)
     policy = _policy(settings)
     user = store.find_user_by_email(body.email)
     if user is None:
@@ -101,10 +100,8 @@ def login(settings: Settings, body: LoginRequest) -> TokenResponse:
     else:
         verified = policy.verify(body.password, user.password_hash)
     if user is None or not verified:
-        store.record_login_failure(body.email, at=at, window=settings.login_failure_window)
-        raise errors.Unauthorized(INVALID_LOGIN)
-    if failures is not None:
-        store.clear_login_failures(body.email)
+        raise errors.Unauthorized(INVALID_LOGIN)  # the attempt was counted before the check
+    store.clear_login_failures(body.email)
     if policy.needs_rehash(user.password_hash):
         store.update_password_hash(user, policy.hash(body.password))
     return _start_session(settings, user)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidKey, InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+from chalicelib.settings import Settings
 
 _PHC_PARAMS = re.compile(r"^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$")
 _HASH_BYTES = 32
@@ -51,7 +54,7 @@ class PasswordPolicy:
         if match is None:
             return True
         memory, iterations, lanes = (int(g) for g in match.groups())
-        return (memory, iterations, lanes) != (self.memory_kib, self.iterations, self.lanes)
+        return memory < self.memory_kib or iterations < self.iterations or lanes < self.lanes
 
 
 def new_id(prefix: str) -> str:
@@ -99,3 +102,8 @@ class Cipher:
 
     def key_id(self, token: str) -> str:
         return token.partition(".")[0]
+
+
+@functools.cache
+def cipher(settings: Settings) -> Cipher:
+    return Cipher(settings.encryption_keys)

@@ -45,6 +45,10 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class QuotaExceeded(Conflict):
+    code = "quota_exceeded"
+
+
 class PreconditionFailed(AppError):
     status = 412
     code = "precondition_failed"

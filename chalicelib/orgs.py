@@ -22,6 +22,10 @@ PERMISSIONS: dict[str, Role] = {
     "members:read": "viewer",
     "members:manage": "admin",
     "invitations:manage": "admin",
+    "clusters:read": "viewer",
+    "clusters:write": "member",
+    "clusters:delete": "admin",
+    "clusters:credentials": "admin",
 }
 
 

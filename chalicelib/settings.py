@@ -9,6 +9,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+DEFAULT_REGIONS = "nyc1:New York 1,sfo3:San Francisco 3,fra1:Frankfurt 1,ams3:Amsterdam 3,sgp1:Singapore 1"
+DEFAULT_POSTGRES_IMAGES = (
+    "16=ghcr.io/cloudnative-pg/postgresql:16.10,"
+    "17=ghcr.io/cloudnative-pg/postgresql:17.6,"
+    "18=ghcr.io/cloudnative-pg/postgresql:18.0"
+)
 MIN_JWT_SECRET_BYTES = 32
 ENCRYPTION_KEY_BYTES = 32
 
@@ -36,6 +42,17 @@ class Settings:
     allowed_origins: tuple[str, ...]
     encryption_keys: tuple[tuple[str, bytes], ...]
     log_level: str
+    regions: tuple[tuple[str, str], ...]
+    postgres_images: tuple[tuple[str, str], ...]
+    storage_gb_min: int
+    storage_gb_max: int
+    org_cluster_quota: int
+    job_queue_url_template: str
+    idempotency_ttl: int
+    reconcile_stale_after: int
+    operation_deadline: int
+    metrics_retention: int
+    tombstone_retention: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -58,10 +75,30 @@ class Settings:
             allowed_origins=reader.origins("ALLOWED_ORIGINS"),
             encryption_keys=reader.encryption_keys("ENCRYPTION_KEY"),
             log_level=reader.text("LOG_LEVEL", "INFO").upper(),
+            regions=reader.pairs("REGIONS", DEFAULT_REGIONS, separator=":"),
+            postgres_images=reader.pairs("POSTGRES_IMAGES", DEFAULT_POSTGRES_IMAGES, separator="="),
+            storage_gb_min=reader.integer("STORAGE_GB_MIN", 10, minimum=1),
+            storage_gb_max=reader.integer("STORAGE_GB_MAX", 4096, minimum=1),
+            org_cluster_quota=reader.integer("ORG_CLUSTER_QUOTA", 10, minimum=0),
+            job_queue_url_template=reader.queue_url_template("JOB_QUEUE_URL_TEMPLATE"),
+            idempotency_ttl=reader.seconds("IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
+            reconcile_stale_after=reader.seconds("RECONCILE_STALE_AFTER_SECONDS", 5 * 60),
+            operation_deadline=reader.seconds("OPERATION_DEADLINE_SECONDS", 60 * 60),
+            metrics_retention=reader.seconds("METRICS_RETENTION_SECONDS", 7 * 86400),
+            tombstone_retention=reader.seconds("TOMBSTONE_RETENTION_SECONDS", 30 * 86400),
         )
         if settings.refresh_idle_ttl > settings.refresh_absolute_ttl:
             raise SettingsError("REFRESH_IDLE_TTL_SECONDS must not exceed REFRESH_ABSOLUTE_TTL_SECONDS")
+        if settings.storage_gb_min > settings.storage_gb_max:
+            raise SettingsError("STORAGE_GB_MIN must not exceed STORAGE_GB_MAX")
         return settings
+
+    @property
+    def region_slugs(self) -> tuple[str, ...]:
+        return tuple(slug for slug, _ in self.regions)
+
+    def job_queue_url(self, region: str) -> str:
+        return self.job_queue_url_template.format(region=region)
 
 
 class _Reader:
@@ -85,6 +122,24 @@ class _Reader:
 
     def seconds(self, name: str, default: int) -> int:
         return self.integer(name, default, minimum=1)
+
+    def pairs(self, name: str, default: str, *, separator: str) -> tuple[tuple[str, str], ...]:
+        """`key<separator>value,...`, e.g. REGIONS=nyc1:New York 1,fra1:Frankfurt 1."""
+        pairs: list[tuple[str, str]] = []
+        for entry in (self._env.get(name, "").strip() or default).split(","):
+            key, sep, value = entry.strip().partition(separator)
+            if not sep or not key.strip() or not value.strip():
+                raise SettingsError(f"{name}: each entry is key{separator}value, got {entry.strip()!r}")
+            pairs.append((key.strip(), value.strip()))
+        if len({key for key, _ in pairs}) != len(pairs):
+            raise SettingsError(f"{name} lists a key twice")
+        return tuple(pairs)
+
+    def queue_url_template(self, name: str) -> str:
+        template = self.text(name, "")
+        if "{region}" not in template or not template.endswith(".fifo"):
+            raise SettingsError(f"{name} must contain {{region}} and name a FIFO queue (.fifo), got {template!r}")
+        return template
 
     def jwt_secret(self, name: str) -> bytes:
         secret = self._env.get(name, "").encode()

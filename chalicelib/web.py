@@ -20,7 +20,7 @@ from chalice import Blueprint, Response
 from chalice.app import Request
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import errors
+from chalicelib import errors, idempotency
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings, get_settings
 
@@ -80,6 +80,7 @@ class Operation:
     response: type[BaseModel] | None
     errors: tuple[int, ...]
     headers: tuple[str, ...]
+    idempotent: bool
 
 
 Authenticator = Callable[[Settings, str], Principal]
@@ -111,12 +112,14 @@ class Router:
         response: type[BaseModel] | None = None,
         errors: tuple[int, ...] = (),
         headers: tuple[str, ...] = (),
+        idempotent: bool = False,
     ) -> Callable[[Callable[[Call[Any]], Any]], Callable[[Call[Any]], Any]]:
         def declare(handler: Callable[[Call[Any]], Any]) -> Callable[[Call[Any]], Any]:
             operation = Operation(
                 method=method, path=path, handler=handler, tag=self.tag, status=status, auth=auth,
                 summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip().splitlines()[0],
-                body=body, query=query, response=response, errors=errors, headers=headers,
+                body=body, query=query, response=response, errors=errors,
+                headers=(*headers, "Idempotency-Key") if idempotent else headers, idempotent=idempotent,
             )
             self.operations.append(operation)
 
@@ -142,17 +145,29 @@ def _serve(operation: Operation, request: Request, params: dict[str, str]) -> Re
         call: Call[Any] = Call(
             settings=settings,
             params=params,
-            body=_parse_body(operation.body, request),
+            body=_parse_body(operation.body, request, settings),
             query=_parse_query(operation.query, request),
             principal=principal,
             headers={k.lower(): v for k, v in request.headers.items()},
             source_ip=(request.context.get("identity") or {}).get("sourceIp", ""),
         )
-        result = operation.handler(call)
+        key = call.headers.get(idempotency.HEADER)
+        if not (operation.idempotent and key is not None and principal is not None):
+            return _answer(operation, call).response()
+        answer = idempotency.run(
+            settings, scope=f"{principal.kind}:{principal.id}", key=key,
+            request_fingerprint=idempotency.fingerprint(request.method, request.path, request.raw_body or b""),
+            execute=lambda: _answer(operation, call),
+        )
+        return answer.response()
     except errors.AppError as e:
         return error_response(e)
+
+
+def _answer(operation: Operation, call: Call[Any]) -> idempotency.Answer:
+    result = operation.handler(call)
     reply = result if isinstance(result, Reply) else Reply(result)
-    return json_response(reply.status or operation.status, reply.body, reply.headers)
+    return idempotency.Answer(status=reply.status or operation.status, body=_dump(reply.body), headers=reply.headers)
 
 
 def _authenticate(auth: Auth, settings: Settings, request: Request) -> Principal | None:
@@ -164,14 +179,14 @@ def _authenticate(auth: Auth, settings: Settings, request: Request) -> Principal
     return _authenticators[auth](settings, token.strip())
 
 
-def _parse_body(model: type[BaseModel] | None, request: Request) -> BaseModel | None:
+def _parse_body(model: type[BaseModel] | None, request: Request, settings: Settings) -> BaseModel | None:
     if model is None:
         return None
     raw = request.raw_body or b""
     if not raw.strip():
         raise errors.Invalid("a JSON body is required", details=[{"field": "body", "message": "missing"}])
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate_json(raw, context={"settings": settings})
     except ValidationError as e:
         raise errors.Invalid("the request body is invalid", details=validation_details(e)) from None
 
@@ -193,12 +208,15 @@ def validation_details(error: ValidationError) -> list[dict[str, Any]]:
     return details
 
 
-def json_response(status: int, body: BaseModel | dict[str, Any] | None, headers: dict[str, str] | None = None) -> Response:
+def _dump(body: BaseModel | dict[str, Any] | None) -> str:
+    if body is None:
+        return ""
     payload = body.model_dump(mode="json", exclude_none=True) if isinstance(body, BaseModel) else body
-    all_headers = {"Content-Type": "application/json", **(headers or {})}
-    if payload is None:
-        return Response(body="", status_code=status, headers=all_headers)
-    return Response(body=json.dumps(payload, separators=(",", ":")), status_code=status, headers=all_headers)
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def json_response(status: int, body: BaseModel | dict[str, Any] | None, headers: dict[str, str] | None = None) -> Response:
+    return Response(body=_dump(body), status_code=status, headers={"Content-Type": "application/json", **(headers or {})})
 
 
 def error_response(error: errors.AppError) -> Response:

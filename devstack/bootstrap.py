@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chalicelib import jobs
 from chalicelib.settings import get_settings
 from chalicelib.store import base
 
@@ -10,6 +11,7 @@ def main() -> None:
     settings = get_settings()
     base.configure(table_name=settings.table_name)
     base.create_table()
+    jobs.create_queues(settings)
 
 
 if __name__ == "__main__":

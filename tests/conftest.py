@@ -7,13 +7,17 @@ a small login limit) start one with overrides and never disturb the others.
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,36 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def send_together(stack: Stack, method: str, path: str, bodies: list[Any]) -> list[tuple[int, Any]]:
+    """Send one JSON request per body at the same instant; `(status, parsed body)` for each, in order.
+
+    Every connection is opened (and accepted by the server, whose listen backlog is small) before any
+    request is written, so the requests really race inside the API instead of queueing at the socket.
+    """
+    connections = []
+    for _ in bodies:
+        connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
+        connection.connect()
+        connections.append(connection)
+        time.sleep(0.01)
+    barrier = threading.Barrier(len(bodies))
+
+    def send(connection: http.client.HTTPConnection, body: Any) -> tuple[int, Any]:
+        payload = json.dumps(body).encode()
+        barrier.wait()
+        connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+
+    try:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            return list(pool.map(send, connections, bodies))
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 @dataclass
@@ -146,6 +180,7 @@ def stack_env(moto_endpoint: str) -> dict[str, str]:
         "JWT_SECRET": JWT_SECRET,
         "ENCRYPTION_KEY": ENCRYPTION_KEY,
         "ALLOWED_ORIGINS": ALLOWED_ORIGINS,
+        "JOB_QUEUE_URL_TEMPLATE": f"{moto_endpoint}/123456789012/orochi-jobs-{{region}}.fifo",
         "STAGE": "test",
     }
 
@@ -158,7 +193,9 @@ def stack_factory(stack_env: dict[str, str]) -> Iterator[Any]:
     def make(**overrides: str) -> Stack:
         key = tuple(sorted(overrides.items()))
         if key not in stacks:
-            env = {**stack_env, "TABLE_NAME": f"orochi-{uuid.uuid4().hex[:8]}", **overrides}
+            name = f"orochi-{uuid.uuid4().hex[:8]}"
+            queues = f"{stack_env['AWS_ENDPOINT_URL']}/123456789012/{name}-jobs-{{region}}.fifo"
+            env = {**stack_env, "TABLE_NAME": name, "JOB_QUEUE_URL_TEMPLATE": queues, **overrides}
             stacks[key] = Stack(env)
         return stacks[key]
 

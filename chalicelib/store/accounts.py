@@ -164,23 +164,34 @@ def get_login_failures(email: str) -> LoginFailures | None:
     return get(LoginFailures, *LoginFailures.key(email))
 
 
-def record_login_failure(email: str, *, at: int, window: int) -> None:
-    """Count a failed login in the current window, or open a new window."""
+def claim_login_attempt(email: str, *, at: int, window: int, limit: int) -> int | None:
+    """Count a login attempt in the e-mail's current window, atomically, before the password is checked.
+
+    Returns None when the attempt may go ahead, or the start of the window when `limit` attempts
+    were already counted in it: concurrent attempts can never check more than `limit` passwords.
+    """
     counter = LoginFailures(*LoginFailures.key(email))
     for _ in range(3):
         try:
-            counter.update(actions=[LoginFailures.count.add(1)], condition=LoginFailures.window_start > at - window)
-            return
+            counter.update(
+                actions=[LoginFailures.count.add(1)],
+                condition=(LoginFailures.window_start > at - window) & (LoginFailures.count < limit),
+            )
+            return None
         except UpdateError as e:
             if not condition_failed(e):
                 raise
         fresh = LoginFailures(*LoginFailures.key(email), count=1, window_start=at, expires_ttl=at + window)
         try:
             fresh.save(condition=LoginFailures.pk.does_not_exist() | (LoginFailures.window_start <= at - window))
-            return
+            return None
         except PutError as e:
             if not condition_failed(e):
                 raise
+        current = get_login_failures(email)
+        if current is not None and current.window_start > at - window and current.count >= limit:
+            return int(current.window_start)
+    raise errors.RateLimited("too many concurrent logins; try again", retry_after=1)
 
 
 def clear_login_failures(email: str) -> None:

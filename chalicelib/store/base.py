@@ -1,7 +1,9 @@
 """The single DynamoDB table: its key schema, indexes, shared connection and error translation.
 
-Every entity is a subclass of `Item` stored in one table under `pk`/`sk`. `gsi1` serves the
-"by user" / "by region" lookups documented in the README's access-pattern table.
+Every entity is a subclass of `Item` stored in one table under `pk`/`sk`. Three sparse indexes
+serve the lookups that are not by primary key (see the README's access-pattern table): `gsi1`
+memberships by user and live clusters by organization, `gsi2` live clusters by region and open
+operations by deadline, `gsi3` clusters whose latest generation is not yet observed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,24 @@ class Gsi1(GlobalSecondaryIndex["Item"]):
     gsi1sk = UnicodeAttribute(range_key=True)
 
 
+class Gsi2(GlobalSecondaryIndex["Item"]):
+    class Meta:
+        index_name = "gsi2"
+        projection = AllProjection()
+
+    gsi2pk = UnicodeAttribute(hash_key=True)
+    gsi2sk = UnicodeAttribute(range_key=True)
+
+
+class Gsi3(GlobalSecondaryIndex["Item"]):
+    class Meta:
+        index_name = "gsi3"
+        projection = AllProjection()
+
+    gsi3pk = UnicodeAttribute(hash_key=True)
+    gsi3sk = UnicodeAttribute(range_key=True)
+
+
 class Item(Model):
     class Meta:
         table_name = "orochi"
@@ -42,8 +62,14 @@ class Item(Model):
     sk = UnicodeAttribute(range_key=True)
     gsi1pk = UnicodeAttribute(null=True)
     gsi1sk = UnicodeAttribute(null=True)
+    gsi2pk = UnicodeAttribute(null=True)
+    gsi2sk = UnicodeAttribute(null=True)
+    gsi3pk = UnicodeAttribute(null=True)
+    gsi3sk = UnicodeAttribute(null=True)
     expires_ttl = NumberAttribute(null=True)
     gsi1 = Gsi1()
+    gsi2 = Gsi2()
+    gsi3 = Gsi3()
 
 
 def configure(*, table_name: str) -> None:

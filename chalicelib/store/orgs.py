@@ -23,6 +23,7 @@ class Org(Item):
     id = UnicodeAttribute()
     name = UnicodeAttribute()
     owner_count = NumberAttribute(default=0)
+    cluster_count = NumberAttribute(null=True)
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
 

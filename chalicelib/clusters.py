@@ -1,0 +1,472 @@
+"""Clusters as users see them: create, read, change, scale, delete, operations, credentials, metrics."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from pydantic import AfterValidator, Field, SecretStr, StringConstraints, ValidationInfo, field_validator, model_validator
+
+from chalicelib import catalog, crypto, errors, jobs, lifecycle
+from chalicelib.orgs import authorize
+from chalicelib.principal import Principal
+from chalicelib.settings import Settings
+from chalicelib.shapes import Body, ListQuery, Out, Page
+from chalicelib.store import clusters as store
+from chalicelib.store.base import now
+
+DATABASE = "app"
+DATABASE_OWNER = "app"
+MASK = "********"
+MUTATION_ATTEMPTS = 8
+Status = Literal["pending", "provisioning", "running", "updating", "degraded", "deleting", "deleted", "failed"]
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CIDR block such as 203.0.113.0/24") from None
+
+
+ClusterName = Annotated[str, StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")]
+Cidr = Annotated[str, StringConstraints(max_length=43), AfterValidator(_network)]
+Instances = Annotated[int, Field(ge=catalog.INSTANCES_MIN, le=catalog.INSTANCES_MAX)]
+StorageGb = Annotated[int, Field(ge=1)]
+
+
+class S3Target(Body):
+    """A customer's own S3-compatible bucket."""
+
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s]*)?$", max_length=512)]
+    bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
+    prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!_.*'()/-]{0,256}$")] | None = None
+    access_key_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")]
+    secret_access_key: Annotated[SecretStr, Field(min_length=1, max_length=256)]
+
+
+class StorageTiers(Body):
+    cold: S3Target | None = None
+    frozen: S3Target | None = None
+
+
+class AutoscalingPolicy(Body):
+    enabled: bool = True
+    min_instances: Instances
+    max_instances: Instances
+    target_cpu_percent: Annotated[int, Field(ge=20, le=95)] = 70
+    max_storage_gb: StorageGb | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingPolicy:
+        if self.min_instances > self.max_instances:
+            raise ValueError("min_instances must not exceed max_instances")
+        return self
+
+
+def _settings(info: ValidationInfo) -> Settings | None:
+    return (info.context or {}).get("settings")
+
+
+class _CatalogChecked(Body):
+    """Fields whose allowed values come from the catalog (the settings), checked on parse."""
+
+    @field_validator("region", check_fields=False)
+    @classmethod
+    def _region(cls, value: str, info: ValidationInfo) -> str:
+        settings = _settings(info)
+        if settings is not None and value not in settings.region_slugs:
+            raise ValueError(f"unknown region; one of {', '.join(settings.region_slugs)}")
+        return value
+
+    @field_validator("postgres_version", check_fields=False)
+    @classmethod
+    def _version(cls, value: str, info: ValidationInfo) -> str:
+        settings = _settings(info)
+        if settings is not None and value not in dict(settings.postgres_images):
+            raise ValueError(f"unsupported version; one of {', '.join(dict(settings.postgres_images))}")
+        return value
+
+    @field_validator("size", check_fields=False)
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None and value not in catalog.SIZES_BY_SLUG:
+            raise ValueError("unknown size; see GET /v1/catalog")
+        return value
+
+    @field_validator("storage_gb", check_fields=False)
+    @classmethod
+    def _storage(cls, value: int | None, info: ValidationInfo) -> int | None:
+        settings = _settings(info)
+        if value is not None and settings is not None and not settings.storage_gb_min <= value <= settings.storage_gb_max:
+            raise ValueError(f"must be between {settings.storage_gb_min} and {settings.storage_gb_max}")
+        return value
+
+
+class ClusterCreate(_CatalogChecked):
+    name: ClusterName
+    region: str
+    postgres_version: str
+    size: str
+    instances: Instances = 1
+    storage_gb: StorageGb
+    storage_tiers: StorageTiers | None = None
+    autoscaling: AutoscalingPolicy | None = None
+    ip_allowlist: Annotated[list[Cidr], Field(max_length=50)] = []
+    deletion_protection: bool = False
+
+
+class ClusterPatch(_CatalogChecked):
+    """Only the fields given change; `autoscaling: null` or `storage_tiers: null` removes them."""
+
+    name: ClusterName | None = None
+    ip_allowlist: Annotated[list[Cidr], Field(max_length=50)] | None = None
+    autoscaling: AutoscalingPolicy | None = None
+    storage_tiers: StorageTiers | None = None
+    deletion_protection: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ClusterPatch:
+        if not self.model_fields_set:
+            raise ValueError("give at least one field to change")
+        return self
+
+
+class ScaleRequest(_CatalogChecked):
+    instances: Instances | None = None
+    size: str | None = None
+    storage_gb: StorageGb | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ScaleRequest:
+        if self.instances is None and self.size is None and self.storage_gb is None:
+            raise ValueError("give instances, size or storage_gb")
+        return self
+
+
+class ClusterListQuery(ListQuery):
+    status: Status | None = None
+
+
+class MetricsQuery(ListQuery):
+    window_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+
+
+class S3TargetOut(Out):
+    endpoint: str
+    bucket: str
+    region: str
+    prefix: str | None = None
+    access_key_id: str
+    secret_access_key: str = MASK
+
+
+class StorageTiersOut(Out):
+    cold: S3TargetOut | None = None
+    frozen: S3TargetOut | None = None
+
+
+class EndpointOut(Out):
+    host: str
+    port: int
+
+
+class ClusterOut(Out):
+    id: str
+    org_id: str
+    name: str
+    region: str
+    postgres_version: str
+    size: str
+    instances: int
+    storage_gb: int
+    status: Status
+    status_message: str | None = None
+    generation: int
+    observed_generation: int
+    ready_instances: int
+    endpoint: EndpointOut | None = None
+    autoscaling: AutoscalingPolicy | None = None
+    storage_tiers: StorageTiersOut | None = None
+    ip_allowlist: list[str]
+    deletion_protection: bool
+    created_at: int
+    updated_at: int
+
+
+class OperationOut(Out):
+    id: str
+    cluster_id: str
+    kind: str
+    status: Literal["pending", "running", "succeeded", "failed"]
+    actor: str
+    generation: int
+    error: str | None = None
+    created_at: int
+    updated_at: int
+
+
+class MutationOut(Out):
+    cluster: ClusterOut
+    operation: OperationOut
+
+
+class CredentialsOut(Out):
+    host: str
+    port: int
+    database: str
+    username: str
+    password: str
+    uri: str
+
+
+class MetricsSampleOut(Out):
+    at: int
+    values: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    cluster: store.Cluster
+    operation: store.Operation
+
+    def out(self) -> MutationOut:
+        return MutationOut(cluster=cluster_out(self.cluster), operation=operation_out(self.operation))
+
+
+def etag(cluster: store.Cluster) -> str:
+    return f'"{cluster.version}"'
+
+
+def cluster_out(cluster: store.Cluster) -> ClusterOut:
+    endpoint = EndpointOut(host=cluster.endpoint_host, port=cluster.endpoint_port) if cluster.endpoint_host else None
+    tiers = None
+    if cluster.storage_tiers:
+        tiers = StorageTiersOut(**{
+            tier: S3TargetOut(**{k: v for k, v in target.items() if k != "secret_access_key"})
+            for tier, target in cluster.storage_tiers.items()
+        })
+    return ClusterOut(
+        id=cluster.id, org_id=cluster.org_id, name=cluster.name, region=cluster.region,
+        postgres_version=cluster.postgres_version, size=cluster.size, instances=cluster.instances,
+        storage_gb=cluster.storage_gb, status=cluster.status, status_message=cluster.status_message,  # type: ignore[arg-type]
+        generation=cluster.generation, observed_generation=cluster.observed_generation,
+        ready_instances=cluster.ready_instances, endpoint=endpoint,
+        autoscaling=AutoscalingPolicy.model_validate(cluster.autoscaling) if cluster.autoscaling else None,
+        storage_tiers=tiers, ip_allowlist=list(cluster.ip_allowlist or []),
+        deletion_protection=cluster.deletion_protection, created_at=cluster.created_at, updated_at=cluster.updated_at,
+    )
+
+
+def operation_out(operation: store.Operation) -> OperationOut:
+    return OperationOut(
+        id=operation.id, cluster_id=operation.cluster_id, kind=operation.kind, status=operation.status,  # type: ignore[arg-type]
+        actor=operation.actor, generation=operation.generation, error=operation.error,
+        created_at=operation.created_at, updated_at=operation.updated_at,
+    )
+
+
+def seal_tiers(settings: Settings, cluster_id: str, tiers: StorageTiers | None) -> dict[str, Any] | None:
+    """The stored form of storage tiers: secret keys encrypted, bound to the cluster and tier."""
+    if tiers is None:
+        return None
+    cipher = crypto.cipher(settings)
+    sealed = {}
+    for tier in ("cold", "frozen"):
+        target: S3Target | None = getattr(tiers, tier)
+        if target is not None:
+            fields = target.model_dump(exclude={"secret_access_key"}, exclude_none=True)
+            fields["secret_access_key"] = cipher.encrypt(
+                target.secret_access_key.get_secret_value(), context=f"cluster:{cluster_id}:{tier}:secret_access_key"
+            )
+            sealed[tier] = fields
+    return sealed or None
+
+
+def _actor(principal: Principal) -> str:
+    return f"user:{principal.id}"
+
+
+def create(settings: Settings, principal: Principal, org_id: str, body: ClusterCreate) -> Mutation:
+    authorize(principal, org_id, "clusters:write")
+    at, cluster_id = now(), crypto.new_id("cls")
+    cluster = store.Cluster(
+        *store.Cluster.key(cluster_id), id=cluster_id, org_id=org_id, name=body.name, region=body.region,
+        postgres_version=body.postgres_version, size=body.size, instances=body.instances, storage_gb=body.storage_gb,
+        storage_tiers=seal_tiers(settings, cluster_id, body.storage_tiers),
+        autoscaling=body.autoscaling.model_dump() if body.autoscaling else None,
+        ip_allowlist=body.ip_allowlist, deletion_protection=body.deletion_protection,
+        db_password=crypto.cipher(settings).encrypt(secrets.token_urlsafe(32), context=f"cluster:{cluster_id}:db_password"),
+        status="pending", generation=0, observed_generation=0, ready_instances=0, open_operations={},
+        version=0, created_at=at, updated_at=at,
+    )
+    cluster.index_live()
+    operation = lifecycle.begin_change(settings, cluster, kind="create", actor=_actor(principal), at=at)
+    store.create(cluster=cluster, operation=operation, quota=settings.org_cluster_quota)
+    _enqueue(settings, cluster, at)
+    return Mutation(cluster, operation)
+
+
+def _enqueue(settings: Settings, cluster: store.Cluster, at: int) -> None:
+    jobs.enqueue(settings, jobs.ReconcileJob(
+        cluster_id=cluster.id, org_id=cluster.org_id, region=cluster.region, generation=cluster.generation, enqueued_at=at,
+    ))
+
+
+def load(org_id: str, cluster_id: str) -> store.Cluster:
+    """The organization's live cluster; NotFound for other organizations' clusters and tombstones."""
+    cluster = store.get_cluster(cluster_id)
+    if cluster is None or cluster.org_id != org_id or cluster.status == "deleted":
+        raise errors.NotFound("cluster not found")
+    return cluster
+
+
+def get(principal: Principal, org_id: str, cluster_id: str) -> store.Cluster:
+    authorize(principal, org_id, "clusters:read")
+    return load(org_id, cluster_id)
+
+
+def list_clusters(principal: Principal, org_id: str, query: ClusterListQuery) -> Page[ClusterOut]:
+    authorize(principal, org_id, "clusters:read")
+    items, cursor = store.clusters_of_org(org_id, limit=query.limit, cursor=query.cursor, status=query.status)
+    return Page[ClusterOut](items=[cluster_out(c) for c in items], next_cursor=cursor)
+
+
+def mutate(
+    settings: Settings, principal: Principal | None, org_id: str, cluster_id: str, *,
+    kind: str, change: Callable[[store.Cluster], str | None], if_match: str | None, actor: str | None = None,
+) -> Mutation:
+    """Apply `change` to the latest record as one conditional write that bumps the generation, then enqueue.
+
+    `change` edits the cluster in place (raising a domain error to refuse) and returns the previous name
+    when it renamed the cluster. Without If-Match a concurrent write is retried on the fresh record.
+    """
+    for _ in range(MUTATION_ATTEMPTS):
+        cluster = load(org_id, cluster_id)
+        if if_match is not None and if_match.strip() not in ("*", etag(cluster), f"W/{etag(cluster)}"):
+            raise errors.PreconditionFailed("the cluster changed since you read it (ETag mismatch)")
+        if cluster.status == "deleting":
+            raise errors.Conflict("the cluster is being deleted")
+        expected, at = cluster.version, now()
+        renamed_from = change(cluster)
+        operation = lifecycle.begin_change(settings, cluster, kind=kind, actor=actor or _actor(principal), at=at)  # type: ignore[arg-type]
+        try:
+            store.save(cluster, expected_version=expected, new_operations=(operation,), renamed_from=renamed_from, at=at)
+        except store.VersionConflict:
+            if if_match is not None:
+                raise errors.PreconditionFailed("the cluster changed since you read it (ETag mismatch)") from None
+            continue
+        _enqueue(settings, cluster, at)
+        return Mutation(cluster, operation)
+    raise errors.Conflict("the cluster is being changed concurrently; retry")
+
+
+def update(settings: Settings, principal: Principal, org_id: str, cluster_id: str, body: ClusterPatch,
+           if_match: str | None) -> Mutation:
+    authorize(principal, org_id, "clusters:write")
+    given = body.model_fields_set
+    if "deletion_protection" in given and body.deletion_protection is False:
+        authorize(principal, org_id, "clusters:delete")
+
+    def change(cluster: store.Cluster) -> str | None:
+        previous = cluster.name
+        if "name" in given and body.name is not None:
+            cluster.name = body.name
+        if "ip_allowlist" in given:
+            cluster.ip_allowlist = body.ip_allowlist or []
+        if "autoscaling" in given:
+            cluster.autoscaling = body.autoscaling.model_dump() if body.autoscaling else None
+            _check_autoscaling(cluster)
+        if "storage_tiers" in given:
+            cluster.storage_tiers = seal_tiers(settings, cluster.id, body.storage_tiers)
+        if "deletion_protection" in given and body.deletion_protection is not None:
+            cluster.deletion_protection = body.deletion_protection
+        return previous if cluster.name != previous else None
+
+    return mutate(settings, principal, org_id, cluster_id, kind="update", change=change, if_match=if_match)
+
+
+def _check_autoscaling(cluster: store.Cluster) -> None:
+    policy = cluster.autoscaling
+    if policy and policy.get("max_storage_gb") is not None and policy["max_storage_gb"] < cluster.storage_gb:
+        raise errors.Unprocessable("autoscaling.max_storage_gb is below the cluster's current storage_gb")
+
+
+def scale(settings: Settings, principal: Principal, org_id: str, cluster_id: str, body: ScaleRequest,
+          if_match: str | None) -> Mutation:
+    authorize(principal, org_id, "clusters:write")
+
+    def change(cluster: store.Cluster) -> None:
+        if body.storage_gb is not None:
+            if body.storage_gb < cluster.storage_gb:
+                raise errors.Unprocessable(
+                    f"storage can only grow (now {cluster.storage_gb} GB, asked {body.storage_gb} GB)",
+                    details=[{"field": "storage_gb", "message": "must not be below the current size"}],
+                )
+            cluster.storage_gb = body.storage_gb
+        if body.size is not None:
+            cluster.size = body.size
+        if body.instances is not None:
+            cluster.instances = body.instances
+        return None
+
+    return mutate(settings, principal, org_id, cluster_id, kind="scale", change=change, if_match=if_match)
+
+
+def delete(settings: Settings, principal: Principal, org_id: str, cluster_id: str, if_match: str | None) -> Mutation:
+    authorize(principal, org_id, "clusters:delete")
+
+    def change(cluster: store.Cluster) -> None:
+        if cluster.deletion_protection:
+            raise errors.Conflict("deletion protection is on; turn it off with PATCH first")
+        return None
+
+    return mutate(settings, principal, org_id, cluster_id, kind="delete", change=change, if_match=if_match)
+
+
+def list_operations(principal: Principal, org_id: str, cluster_id: str, query: ListQuery) -> Page[OperationOut]:
+    authorize(principal, org_id, "clusters:read")
+    load(org_id, cluster_id)
+    items, cursor = store.operations_of(cluster_id, limit=query.limit, cursor=query.cursor)
+    return Page[OperationOut](items=[operation_out(op) for op in items], next_cursor=cursor)
+
+
+def get_operation(principal: Principal, org_id: str, cluster_id: str, operation_id: str) -> OperationOut:
+    authorize(principal, org_id, "clusters:read")
+    load(org_id, cluster_id)
+    operation = store.get_operation(cluster_id, operation_id)
+    if operation is None:
+        raise errors.NotFound("operation not found")
+    return operation_out(operation)
+
+
+def credentials(settings: Settings, principal: Principal, org_id: str, cluster_id: str, *,
+                request_id: str, source_ip: str) -> CredentialsOut:
+    """The database credentials, once the agent has reported an endpoint; every read is audited."""
+    authorize(principal, org_id, "clusters:credentials")
+    cluster = load(org_id, cluster_id)
+    if not cluster.endpoint_host or not cluster.endpoint_port:
+        raise errors.Conflict("the cluster has no endpoint yet; try again when it is running")
+    password = crypto.cipher(settings).decrypt(cluster.db_password, context=f"cluster:{cluster.id}:db_password")
+    at = now()
+    store.record_audit(store.AuditEntry(
+        f"CLUSTER#{cluster.id}", f"AUDIT#{at:010d}#{crypto.new_id('aud')}", cluster_id=cluster.id,
+        action="credentials.read", actor=_actor(principal), request_id=request_id, source_ip=source_ip or None, at=at,
+    ))
+    host, port = cluster.endpoint_host, int(cluster.endpoint_port)
+    return CredentialsOut(
+        host=host, port=port, database=DATABASE, username=DATABASE_OWNER, password=password,
+        uri=f"postgresql://{DATABASE_OWNER}:{quote(password, safe='')}@{host}:{port}/{DATABASE}",
+    )
+
+
+def metrics(principal: Principal, org_id: str, cluster_id: str, query: MetricsQuery) -> Page[MetricsSampleOut]:
+    authorize(principal, org_id, "clusters:read")
+    load(org_id, cluster_id)
+    samples = store.metrics_of(cluster_id, since=now() - query.window_seconds, limit=query.limit)
+    return Page[MetricsSampleOut](items=[MetricsSampleOut(at=s.at, values=s.values) for s in samples])

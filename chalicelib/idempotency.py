@@ -1,0 +1,66 @@
+"""`Idempotency-Key` on POSTs: the same key and body within the TTL replay the first answer, once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chalice import Response
+
+from chalicelib import errors
+from chalicelib.settings import Settings
+from chalicelib.store import idempotency as store
+from chalicelib.store.base import now
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+HEADER = "idempotency-key"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A route's answer, as sent and as stored for replay."""
+
+    status: int
+    body: str
+    headers: dict[str, str] = field(default_factory=dict)
+    replayed: bool = False
+
+    def response(self) -> Response:
+        headers = {"Content-Type": "application/json", **self.headers}
+        if self.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(body=self.body, status_code=self.status, headers=headers)
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """The request's identity: method, path and the JSON body regardless of key order and spacing."""
+    try:
+        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        canonical = body
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
+
+
+def run(settings: Settings, *, scope: str, key: str, request_fingerprint: str, execute: Callable[[], Answer]) -> Answer:
+    """Answer once per (scope, key): replay a finished answer, refuse a different body or a concurrent retry."""
+    if not _KEY.match(key):
+        raise errors.Invalid("Idempotency-Key must be 1-255 visible ASCII characters",
+                             details=[{"field": "Idempotency-Key", "message": "invalid"}])
+    existing = store.claim(scope, key, fingerprint=request_fingerprint, at=now(), ttl=settings.idempotency_ttl)
+    if existing is not None:
+        if existing.fingerprint != request_fingerprint:
+            raise errors.Unprocessable("this Idempotency-Key was used with a different request")
+        if existing.state != store.DONE:
+            raise errors.Conflict("a request with this Idempotency-Key is still in progress")
+        return Answer(status=int(existing.response_status), body=existing.response_body or "",
+                      headers=dict(existing.response_headers or {}), replayed=True)
+    try:
+        answer = execute()
+    except BaseException:
+        store.release(scope, key)
+        raise
+    store.complete(scope, key, status=answer.status, body=answer.body, headers=answer.headers)
+    return answer
