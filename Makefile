@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
@@ -20,6 +19,23 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
+
+# `make package`: the prod stage as a SAM/CloudFormation template (build/sam.json) plus deployment.zip,
+# merged with infra/resources.json (table, job queues, log groups, least-privilege roles).
+# `chalice package` imports app.py, which validates the settings at import, with the stage's
+# environment applied. The prod secrets (Secrets Manager references) and the queue URL template are
+# set in infra/resources.json, since only CloudFormation resolves them, so that import gets
+# placeholders here; chalice never writes them into the template.
+# AWS_DEFAULT_REGION only picks the partition's service principals (lambda.amazonaws.com).
+PACKAGE_DIR ?= build
+PACKAGE_ENV := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
+	JWT_SECRET=package-time-placeholder-never-deployed-0000 \
+	ENCRYPTION_KEY=pkg:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \
+	JOB_QUEUE_URL_TEMPLATE='https://sqs.invalid/000000000000/orochi-jobs-{region}.fifo'
+
+package: $(STAMP)
+	rm -rf $(PACKAGE_DIR)
+	$(PACKAGE_ENV) $(VENV)/bin/chalice package --stage prod --merge-template infra/resources.json $(PACKAGE_DIR)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build

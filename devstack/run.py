@@ -1,7 +1,8 @@
 """`make run`: the whole control plane on this machine until Ctrl-C.
 
-Starts a moto server (DynamoDB, SQS) on loopback, creates the table, and serves the API with
-`chalice local --stage dev`. The dev stage in .chalice/config.json is the single source of its settings.
+Starts a moto server (DynamoDB, SQS) on loopback, creates the table and queues, serves the API with
+`chalice local --stage dev`, and fires the scheduled functions on their rates. The dev stage in
+.chalice/config.json is the single source of their settings.
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def main() -> None:
     )
     children.append(api)
     wait_for_port("127.0.0.1", API_PORT, process=api)
+    children.append(subprocess.Popen([python, "-m", "devstack.scheduler"], cwd=ROOT, env=env))
     print(f"\nOrochi DB control plane is up.\n  API:       http://127.0.0.1:{API_PORT}  (try GET /health, /openapi.json)\n"
-          f"  DynamoDB and SQS (moto): {env['AWS_ENDPOINT_URL']}\nPress Ctrl-C to stop.", flush=True)
+          f"  DynamoDB and SQS (moto): {env['AWS_ENDPOINT_URL']}\n  Scheduled functions: running (reaper every minute)\n"
+          "Press Ctrl-C to stop.", flush=True)
     while all(child.poll() is None for child in children):
         time.sleep(0.5)
     print("a local stack process exited; stopping the rest", file=sys.stderr)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import PutError, UpdateError
-from pynamodb.transactions import TransactWrite
 
 from chalicelib import errors
-from chalicelib.store.base import Item, cancellation_reasons, condition_failed, get
+from chalicelib.store.base import ConditionFailed, Item, condition_failed, get, transaction
 from chalicelib.store.orgs import Invitation, Member, Org, add_member_to, consume_invitation_in
 
 
@@ -79,8 +78,9 @@ def create_account(*, user: User, member: Member, org: Org | None = None, invita
     when the e-mail is taken, and Conflict when the invitation is no longer valid.
     """
     try:
-        with TransactWrite(connection=Item._get_connection().connection) as tx:
-            tx.save(EmailClaim(*EmailClaim.key(user.email), user_id=user.id), condition=EmailClaim.pk.does_not_exist())
+        with transaction() as tx:
+            tx.save(EmailClaim(*EmailClaim.key(user.email), user_id=user.id), condition=EmailClaim.pk.does_not_exist(),
+                    label="email")
             tx.save(user, condition=User.pk.does_not_exist())
             if org is not None:
                 org.owner_count = 1
@@ -89,10 +89,8 @@ def create_account(*, user: User, member: Member, org: Org | None = None, invita
             elif invitation is not None:
                 consume_invitation_in(tx, invitation)
                 add_member_to(tx, member)
-    except Exception as e:
-        if not condition_failed(e):
-            raise
-        if cancellation_reasons(e)[:1] == ["ConditionalCheckFailed"]:
+    except ConditionFailed as e:
+        if "email" in e.labels:
             raise errors.Conflict("an account with this e-mail already exists") from e
         raise errors.Conflict("the invitation was already used or revoked") from e
 
@@ -111,7 +109,7 @@ def update_password_hash(user: User, password_hash: str) -> None:
 
 
 def create_session(session: Session, refresh: RefreshToken) -> None:
-    with TransactWrite(connection=Item._get_connection().connection) as tx:
+    with transaction() as tx:
         tx.save(session, condition=Session.pk.does_not_exist())
         tx.save(refresh, condition=RefreshToken.pk.does_not_exist())
 
@@ -131,18 +129,17 @@ def rotate_refresh_token(*, used: RefreshToken, issued: RefreshToken, at: int, i
     """
     session = Session(*Session.key(used.session_id))
     try:
-        with TransactWrite(connection=Item._get_connection().connection) as tx:
-            tx.update(used, actions=[RefreshToken.used_at.set(at)], condition=RefreshToken.used_at.does_not_exist())
+        with transaction() as tx:
+            tx.update(used, actions=[RefreshToken.used_at.set(at)], condition=RefreshToken.used_at.does_not_exist(),
+                      label="unused")
             tx.save(issued, condition=RefreshToken.pk.does_not_exist())
             tx.update(
                 session,
                 actions=[Session.last_used_at.set(at)],
                 condition=Session.revoked_at.does_not_exist() & (Session.expires_at > at) & (Session.last_used_at > idle_cutoff),
             )
-    except Exception as e:
-        if not condition_failed(e):
-            raise
-        if cancellation_reasons(e)[:1] == ["ConditionalCheckFailed"]:
+    except ConditionFailed as e:
+        if "unused" in e.labels:
             raise errors.Conflict("refresh token already used") from e
         raise errors.Unauthorized("session expired") from e
 

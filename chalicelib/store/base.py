@@ -20,6 +20,7 @@ from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
 
 from chalicelib import errors
 
@@ -113,10 +114,58 @@ def condition_failed(error: Exception) -> bool:
     return cause in ("ConditionalCheckFailedException", "TransactionCanceledException")
 
 
-def cancellation_reasons(error: TransactWriteError) -> list[str]:
-    """The per-item cancellation codes of a failed transaction, in the order the items were added."""
-    reasons = getattr(error, "cancellation_reasons", None) or []
-    return [getattr(r, "code", None) or "None" if r is not None else "None" for r in reasons]
+class ConditionFailed(Exception):
+    """A transaction was cancelled because the conditions of the writes with these labels failed."""
+
+    def __init__(self, labels: frozenset[str]) -> None:
+        super().__init__(", ".join(sorted(labels)) or "a condition failed")
+        self.labels = labels
+
+
+class Transaction:
+    """TransactWriteItems whose writes carry labels, so a cancellation tells which conditions failed."""
+
+    def __init__(self) -> None:
+        self.write = TransactWrite(connection=Item._get_connection().connection)
+        self._labels: dict[str, list[str]] = {"check": [], "delete": [], "put": [], "update": []}
+
+    def save(self, item: Item, *, condition: Any = None, label: str = "") -> None:
+        self.write.save(item, condition=condition)
+        self._labels["put"].append(label)
+
+    def update(self, item: Item, *, actions: list[Any], condition: Any = None, label: str = "") -> None:
+        self.write.update(item, actions=actions, condition=condition)
+        self._labels["update"].append(label)
+
+    def delete(self, item: Item, *, condition: Any = None, label: str = "") -> None:
+        self.write.delete(item, condition=condition)
+        self._labels["delete"].append(label)
+
+    def check(self, model: type[Item], pk: str, sk: str, *, condition: Any, label: str = "") -> None:
+        self.write.condition_check(model, pk, sk, condition=condition)
+        self._labels["check"].append(label)
+
+    def failed_labels(self, error: TransactWriteError) -> frozenset[str]:
+        # pynamodb sends condition checks, then deletes, then puts, then updates, whatever the order of the calls.
+        sent = [label for kind in ("check", "delete", "put", "update") for label in self._labels[kind]]
+        reasons = getattr(error, "cancellation_reasons", None) or []
+        return frozenset(
+            label for label, reason in zip(sent, reasons)
+            if reason is not None and getattr(reason, "code", None) == "ConditionalCheckFailed"
+        )
+
+
+@contextmanager
+def transaction() -> Iterator[Transaction]:
+    """Commit the writes made in the block atomically; ConditionFailed names the writes whose conditions failed."""
+    tx = Transaction()
+    try:
+        with tx.write:
+            yield tx
+    except TransactWriteError as e:
+        if not condition_failed(e):
+            raise
+        raise ConditionFailed(tx.failed_labels(e)) from e
 
 
 @contextmanager
@@ -124,7 +173,9 @@ def conditional(conflict: errors.AppError) -> Iterator[None]:
     """Translate a failed write condition into `conflict`; other failures propagate."""
     try:
         yield
-    except (PutError, UpdateError, DeleteError, TransactWriteError) as e:
+    except ConditionFailed as e:
+        raise conflict from e
+    except (PutError, UpdateError, DeleteError) as e:
         if condition_failed(e):
             raise conflict from e
         raise
@@ -145,7 +196,7 @@ def decode_cursor(cursor: str | None, *, pk: str) -> dict[str, Any] | None:
         flat = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if not isinstance(flat, dict) or not all(isinstance(v, str) for v in flat.values()):
             raise ValueError
-        if pk not in (flat.get("pk"), flat.get("gsi1pk")):
+        if pk not in (flat.get("pk"), flat.get("gsi1pk"), flat.get("gsi2pk")):
             raise ValueError
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise errors.Invalid("cursor is not valid", details=[{"field": "cursor", "message": "not a cursor from this listing"}]) from None

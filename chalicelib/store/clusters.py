@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pynamodb.attributes import BooleanAttribute, JSONAttribute, ListAttribute, NumberAttribute, UnicodeAttribute
-from pynamodb.connection import Connection
-from pynamodb.exceptions import TransactWriteError, UpdateError
-from pynamodb.transactions import TransactWrite
+from pynamodb.exceptions import UpdateError
 
 from chalicelib import errors
-from chalicelib.store.base import Item, cancellation_reasons, condition_failed, decode_cursor, encode_cursor, get
+from chalicelib.store.base import (
+    ConditionFailed, Item, Transaction, condition_failed, decode_cursor, encode_cursor, get, transaction,
+)
 from chalicelib.store.orgs import Org
 
 OPEN_OPERATIONS = "OPENOPS"
@@ -126,30 +126,26 @@ class MetricsSample(Item):
         return f"METRICS#{cluster_id}", f"{at:010d}"
 
 
-def _connection() -> Connection:
-    return Item._get_connection().connection
-
-
 def create(*, cluster: Cluster, operation: Operation, quota: int) -> None:
     """Write a new cluster, its name claim and first operation, counting it against the org's quota."""
     org_pk, org_sk = Org.key(cluster.org_id)
     try:
-        with TransactWrite(connection=_connection()) as tx:
+        with transaction() as tx:
             tx.update(
                 Org(org_pk, org_sk),
                 actions=[Org.cluster_count.add(1)],
                 condition=Org.pk.exists() & (Org.cluster_count.does_not_exist() | (Org.cluster_count < quota)),
+                label="quota",
             )
             tx.save(ClusterName(*ClusterName.key(cluster.org_id, cluster.name), cluster_id=cluster.id),
-                    condition=ClusterName.pk.does_not_exist())
+                    condition=ClusterName.pk.does_not_exist(), label="name")
             tx.save(cluster, condition=Cluster.pk.does_not_exist())
             tx.save(operation, condition=Operation.pk.does_not_exist())
-    except TransactWriteError as e:
-        reasons = cancellation_reasons(e)
-        if reasons[:1] == ["ConditionalCheckFailed"]:
-            raise errors.QuotaExceeded(f"the organization already has its quota of {quota} live clusters") from e
-        if reasons[1:2] == ["ConditionalCheckFailed"]:
+    except ConditionFailed as e:
+        if "name" in e.labels:
             raise errors.Conflict(f"a cluster named {cluster.name!r} already exists in this organization") from e
+        if "quota" in e.labels:
+            raise errors.QuotaExceeded(f"the organization already has its quota of {quota} live clusters") from e
         raise
 
 
@@ -175,29 +171,29 @@ def save(
     name is taken.
     """
     try:
-        with TransactWrite(connection=_connection()) as tx:
-            tx.save(cluster, condition=Cluster.version == expected_version)
+        with transaction() as tx:
+            tx.save(cluster, condition=Cluster.version == expected_version, label="version")
             for operation in new_operations:
                 tx.save(operation, condition=Operation.pk.does_not_exist())
             for transition in transitions:
                 _transition(tx, cluster.id, transition, at=at, retention=operation_retention)
             if renamed_from is not None:
                 tx.save(ClusterName(*ClusterName.key(cluster.org_id, cluster.name), cluster_id=cluster.id),
-                        condition=ClusterName.pk.does_not_exist())
+                        condition=ClusterName.pk.does_not_exist(), label="name")
                 tx.delete(ClusterName(*ClusterName.key(cluster.org_id, renamed_from)))
             if released:
                 tx.delete(ClusterName(*ClusterName.key(cluster.org_id, cluster.name)))
                 tx.update(Org(*Org.key(cluster.org_id)), actions=[Org.cluster_count.add(-1)],
                           condition=Org.cluster_count > 0)
-    except TransactWriteError as e:
-        if not condition_failed(e):
-            raise
-        if cancellation_reasons(e)[:1] == ["ConditionalCheckFailed"]:
+    except ConditionFailed as e:
+        if "version" in e.labels:
             raise VersionConflict from e
-        raise errors.Conflict(f"a cluster named {cluster.name!r} already exists in this organization") from e
+        if "name" in e.labels:
+            raise errors.Conflict(f"a cluster named {cluster.name!r} already exists in this organization") from e
+        raise
 
 
-def _transition(tx: TransactWrite, cluster_id: str, transition: Transition, *, at: int, retention: int) -> None:
+def _transition(tx: Transaction, cluster_id: str, transition: Transition, *, at: int, retention: int) -> None:
     actions = [Operation.status.set(transition.status), Operation.updated_at.set(at)]
     if transition.error is not None:
         actions.append(Operation.error.set(transition.error))
@@ -209,7 +205,7 @@ def _transition(tx: TransactWrite, cluster_id: str, transition: Transition, *, a
 
 def close_operation(cluster_id: str, transition: Transition, *, at: int, retention: int) -> None:
     """Move an operation that its cluster no longer tracks (the cluster is gone)."""
-    with TransactWrite(connection=_connection()) as tx:
+    with transaction() as tx:
         _transition(tx, cluster_id, transition, at=at, retention=retention)
 
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
-from pynamodb.connection import Connection
-from pynamodb.transactions import TransactWrite
 
 from chalicelib import errors
-from chalicelib.store.base import Item, conditional, decode_cursor, encode_cursor, get, now
+from chalicelib.store.base import Item, Transaction, conditional, decode_cursor, encode_cursor, get, now, transaction
 
 OWNER = "owner"
 
@@ -73,14 +71,14 @@ def new_member(*, org_id: str, user_id: str, email: str, name: str, role: str, a
     )
 
 
-def add_member_to(tx: TransactWrite, member: Member) -> None:
+def add_member_to(tx: Transaction, member: Member) -> None:
     """Add `member` (who must not be one already) within `tx`, keeping the org's owner count."""
     tx.save(member, condition=Member.pk.does_not_exist())
     org_pk, org_sk = Org.key(member.org_id)
     if member.role == OWNER:
         tx.update(Org(org_pk, org_sk), actions=[Org.owner_count.add(1)], condition=Org.pk.exists())
     else:
-        tx.condition_check(Org, org_pk, org_sk, condition=Org.pk.exists())
+        tx.check(Org, org_pk, org_sk, condition=Org.pk.exists())
 
 
 def get_org(org_id: str) -> Org | None:
@@ -124,20 +122,20 @@ def change_role(*, member: Member, role: str) -> None:
     """Set `member`'s role, failing with Conflict if it changed meanwhile or the last owner would go."""
     demoting_owner = member.role == OWNER and role != OWNER
     promoting_owner = member.role != OWNER and role == OWNER
-    with _owner_guard(), TransactWrite(connection=_connection()) as tx:
+    with _owner_guard(), transaction() as tx:
         tx.update(member, actions=[Member.role.set(role)], condition=Member.role == member.role)
         if demoting_owner or promoting_owner:
             _adjust_owner_count(tx, member.org_id, -1 if demoting_owner else 1)
 
 
 def remove_member(member: Member) -> None:
-    with _owner_guard(), TransactWrite(connection=_connection()) as tx:
+    with _owner_guard(), transaction() as tx:
         tx.delete(member, condition=Member.role == member.role)
         if member.role == OWNER:
             _adjust_owner_count(tx, member.org_id, -1)
 
 
-def _adjust_owner_count(tx: TransactWrite, org_id: str, delta: int) -> None:
+def _adjust_owner_count(tx: Transaction, org_id: str, delta: int) -> None:
     condition = Org.owner_count > 1 if delta < 0 else Org.pk.exists()
     tx.update(Org(*Org.key(org_id)), actions=[Org.owner_count.add(delta)], condition=condition)
 
@@ -174,17 +172,13 @@ def delete_invitation(org_id: str, invitation_id: str) -> None:
         invitation.delete(condition=Invitation.pk.exists())
 
 
-def consume_invitation_in(tx: TransactWrite, invitation: Invitation) -> None:
+def consume_invitation_in(tx: Transaction, invitation: Invitation) -> None:
     """Delete `invitation` within `tx`, only if it still exists unexpired (invitations are single use)."""
     tx.delete(invitation, condition=Invitation.pk.exists() & (Invitation.expires_at > now()))
 
 
 def accept_invitation(invitation: Invitation, member: Member) -> None:
     with conditional(errors.Conflict("the invitation was already used or revoked, or you are already a member")):
-        with TransactWrite(connection=_connection()) as tx:
+        with transaction() as tx:
             consume_invitation_in(tx, invitation)
             add_member_to(tx, member)
-
-
-def _connection() -> Connection:
-    return Item._get_connection().connection
