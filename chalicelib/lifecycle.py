@@ -130,7 +130,7 @@ def _settle(settings: Settings, cluster: store.Cluster, report: StatusReport, at
         pass
     elif settled and report.phase == "ready" and report.ready_instances >= cluster.instances:
         cluster.status, cluster.was_running = "running", True
-    elif settled and cluster.was_running:
+    elif settled and cluster.was_running and not cluster.open_operations:
         cluster.status = "degraded"
     elif cluster.was_running:
         cluster.status = "updating"

@@ -185,6 +185,13 @@ def stack_env(moto_endpoint: str) -> dict[str, str]:
     }
 
 
+def new_stack(stack_env: dict[str, str], **overrides: str) -> Stack:
+    """An API process on a fresh table and fresh queues, with `overrides` on top of the test settings."""
+    name = f"orochi-{uuid.uuid4().hex[:8]}"
+    queues = f"{stack_env['AWS_ENDPOINT_URL']}/123456789012/{name}-jobs-{{region}}.fifo"
+    return Stack({**stack_env, "TABLE_NAME": name, "JOB_QUEUE_URL_TEMPLATE": queues, **overrides})
+
+
 @pytest.fixture(scope="session")
 def stack_factory(stack_env: dict[str, str]) -> Iterator[Any]:
     """`stack_factory(**overrides)` starts an API with those settings on a fresh table (one per override set)."""
@@ -193,10 +200,7 @@ def stack_factory(stack_env: dict[str, str]) -> Iterator[Any]:
     def make(**overrides: str) -> Stack:
         key = tuple(sorted(overrides.items()))
         if key not in stacks:
-            name = f"orochi-{uuid.uuid4().hex[:8]}"
-            queues = f"{stack_env['AWS_ENDPOINT_URL']}/123456789012/{name}-jobs-{{region}}.fifo"
-            env = {**stack_env, "TABLE_NAME": name, "JOB_QUEUE_URL_TEMPLATE": queues, **overrides}
-            stacks[key] = Stack(env)
+            stacks[key] = new_stack(stack_env, **overrides)
         return stacks[key]
 
     yield make
@@ -204,10 +208,16 @@ def stack_factory(stack_env: dict[str, str]) -> Iterator[Any]:
         stack.close()
 
 
-@pytest.fixture(scope="session")
-def stack(stack_factory: Any) -> Stack:
-    """The API with default settings."""
-    return stack_factory()
+@pytest.fixture(scope="module")
+def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    """The API with default settings, on a table of this test module's own.
+
+    moto copies a whole table for every transaction (to roll it back on failure), so small tables
+    keep transactions, and the races that depend on their timing, fast.
+    """
+    stack = new_stack(stack_env)
+    yield stack
+    stack.close()
 
 
 @pytest.fixture
