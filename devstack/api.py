@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, LocalDevServer
+from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
 
 
 class _Handler(ChaliceRequestHandler):
@@ -27,6 +27,10 @@ def main() -> None:
     args = parser.parse_args()
     import app
 
+    # As chalice's create_local_server does: keep `current_request` per thread, or concurrent requests read
+    # each other's body and headers (the Authorization header included).
+    CustomLocalChalice.__bases__ = (LocalChalice, type(app.app))
+    app.app.__class__ = CustomLocalChalice
     config = Config.create(chalice_app=app.app, app_name="orochi-control-plane")
     server = LocalDevServer(app.app, config, args.host, args.port, handler_cls=_Handler)
     server.serve_forever()
