@@ -45,6 +45,10 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class Contention(Conflict):
+    code = "concurrent_update"
+
+
 class QuotaExceeded(Conflict):
     code = "quota_exceeded"
 

@@ -145,19 +145,22 @@ class Transaction:
         self.write.condition_check(model, pk, sk, condition=condition)
         self._labels["check"].append(label)
 
-    def failed_labels(self, error: TransactWriteError) -> frozenset[str]:
+    def failed_labels(self, error: TransactWriteError, code: str = "ConditionalCheckFailed") -> frozenset[str]:
         # pynamodb sends condition checks, then deletes, then puts, then updates, whatever the order of the calls.
         sent = [label for kind in ("check", "delete", "put", "update") for label in self._labels[kind]]
         reasons = getattr(error, "cancellation_reasons", None) or []
         return frozenset(
-            label for label, reason in zip(sent, reasons)
-            if reason is not None and getattr(reason, "code", None) == "ConditionalCheckFailed"
+            label for label, reason in zip(sent, reasons) if reason is not None and getattr(reason, "code", None) == code
         )
 
 
 @contextmanager
 def transaction() -> Iterator[Transaction]:
-    """Commit the writes made in the block atomically; ConditionFailed names the writes whose conditions failed."""
+    """Commit the writes made in the block atomically.
+
+    Raises ConditionFailed naming the writes whose conditions failed, or Contention when DynamoDB cancelled
+    the transaction only because another one was writing the same items at the same moment.
+    """
     tx = Transaction()
     try:
         with tx.write:
@@ -165,7 +168,10 @@ def transaction() -> Iterator[Transaction]:
     except TransactWriteError as e:
         if not condition_failed(e):
             raise
-        raise ConditionFailed(tx.failed_labels(e)) from e
+        failed = tx.failed_labels(e)
+        if not failed and tx.failed_labels(e, "TransactionConflict"):
+            raise errors.Contention("the record was being changed by another request at the same moment; retry") from e
+        raise ConditionFailed(failed) from e
 
 
 @contextmanager

@@ -10,6 +10,8 @@ conditional on its `version`, which is also its ETag.
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass
 
 from pynamodb.attributes import BooleanAttribute, JSONAttribute, ListAttribute, NumberAttribute, UnicodeAttribute
@@ -22,10 +24,11 @@ from chalicelib.store.base import (
 from chalicelib.store.orgs import Org
 
 OPEN_OPERATIONS = "OPENOPS"
+CONTENTION_ATTEMPTS = 4
 
 
 class VersionConflict(Exception):
-    """The cluster changed since it was read."""
+    """The cluster changed since it was read (or was being changed at that moment): read it again and retry."""
 
 
 class Cluster(Item):
@@ -127,7 +130,22 @@ class MetricsSample(Item):
 
 
 def create(*, cluster: Cluster, operation: Operation, quota: int) -> None:
-    """Write a new cluster, its name claim and first operation, counting it against the org's quota."""
+    """Write a new cluster, its name claim and first operation, counting it against the org's quota.
+
+    Creates in one organization all write its record, so DynamoDB may cancel a few that collide with
+    each other; those are retried (the writes are the same each time) before answering Contention.
+    """
+    for attempt in range(CONTENTION_ATTEMPTS):
+        try:
+            _create_once(cluster=cluster, operation=operation, quota=quota)
+            return
+        except errors.Contention:
+            if attempt == CONTENTION_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+
+
+def _create_once(*, cluster: Cluster, operation: Operation, quota: int) -> None:
     org_pk, org_sk = Org.key(cluster.org_id)
     try:
         with transaction() as tx:
@@ -185,6 +203,8 @@ def save(
                 tx.delete(ClusterName(*ClusterName.key(cluster.org_id, cluster.name)))
                 tx.update(Org(*Org.key(cluster.org_id)), actions=[Org.cluster_count.add(-1)],
                           condition=Org.cluster_count > 0)
+    except errors.Contention as e:
+        raise VersionConflict from e
     except ConditionFailed as e:
         if "version" in e.labels:
             raise VersionConflict from e
