@@ -1,0 +1,43 @@
+"""Run every benchmark, each in its own process (the app reads its settings once per process).
+
+    .venv/bin/python -m bench.run_all            # or: make bench
+    .venv/bin/python -m bench.run_all cold_start # only the named ones
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from bench.common import ROOT, machine
+
+BENCHMARKS = ["cold_start", "whatif", "dynamo_calls", "login_latency"]
+
+
+def main() -> int:
+    chosen = sys.argv[1:] or BENCHMARKS
+    unknown = sorted(set(chosen) - set(BENCHMARKS))
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    info = machine()
+    print(f"# Orochi DB control plane benchmarks\n\n{info['date']} · {info['cpus']} CPUs ({info['cpu']}) · "
+          f"{info['memory']} RAM · Python {info['python']} · {info['platform']}", flush=True)
+    failed = []
+    for name in chosen:
+        started = time.perf_counter()
+        print(f"\n_{name}: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at start_", flush=True)
+        done = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT)
+        print(f"\n_{name}: {time.perf_counter() - started:.0f} s_", flush=True)
+        if done.returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
