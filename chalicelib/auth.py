@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import model_validator
+from pydantic import ConfigDict, model_validator
 
 from chalicelib import crypto, errors, orgs, tokens
 from chalicelib.principal import Principal
@@ -16,6 +16,12 @@ INVALID_LOGIN = "invalid e-mail or password"
 
 
 class RegisterRequest(Body):
+    # The OpenAPI document states the validator's rule too, so clients and fuzzers know a bare register is invalid.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["organization_name"], "properties": {"organization_name": {"type": "string"}}},
+        {"required": ["invitation_token"], "properties": {"invitation_token": {"type": "string"}}},
+    ]})
+
     email: Email
     password: Password
     name: DisplayName

@@ -93,7 +93,8 @@ def _header_parameters(headers: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
-    request_id = {"X-Request-ID": {"schema": {"type": "string"}, "description": "the request id"}}
+    request_id = {"X-Request-ID": {"required": True, "schema": {"type": "string", "minLength": 1},
+                                   "description": "the request id"}}
     success: dict[str, Any] = {"description": _STATUS_TEXT[op.status], "headers": request_id}
     if op.response is not None:
         success["content"] = {"application/json": {"schema": refs[op.response]}}

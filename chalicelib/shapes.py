@@ -8,8 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 T = TypeVar("T")
 
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# Patterns are checked by pydantic's Rust regex and, from the OpenAPI document, by ECMA-262 clients. Their `\s`
+# differ (U+0085 is whitespace to Rust only, U+FEFF to ECMA only), so those are spelled out to make both agree.
+Email = Annotated[str, StringConstraints(
+    strip_whitespace=True, max_length=254, pattern=r"^[^@\s\u0085\uFEFF]+@[^@\s\u0085\uFEFF]+\.[^@\s\u0085\uFEFF]+$",
+)]
+# Not blank once stripped: a character that is whitespace to neither regex flavour.
+DisplayName = Annotated[str, StringConstraints(
+    strip_whitespace=True, min_length=1, max_length=100, pattern=r"[^\s\u0085]",
+)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 

@@ -1,0 +1,173 @@
+"""The OpenAPI document the API serves: valid OpenAPI 3.1, complete, and generated from the pydantic models."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+from pydantic import BaseModel
+
+from chalicelib.routes import ROUTERS
+from chalicelib.web import Operation
+from conftest import ROOT, Account, Stack
+
+OPERATIONS = [op for router in ROUTERS for op in router.operations]
+SCHEMAS = "#/components/schemas/"
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
+@pytest.fixture(scope="module")
+def document(stack: Stack) -> dict[str, Any]:
+    response = stack.call("GET", "/openapi.json")
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    return response.json()
+
+
+def _label(op: Operation) -> str:
+    return f"{op.method} {op.path}"
+
+
+def _spec(document: dict[str, Any], op: Operation) -> dict[str, Any]:
+    return document["paths"][op.path][op.method.lower()]
+
+
+def _component(document: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    assert set(ref) == {"$ref"} and ref["$ref"].startswith(SCHEMAS), ref
+    return document["components"]["schemas"][ref["$ref"].removeprefix(SCHEMAS)]
+
+
+def _model_schema(model: type[BaseModel], mode: str) -> dict[str, Any]:
+    schema = model.model_json_schema(mode=mode, ref_template=SCHEMAS + "{model}")  # type: ignore[arg-type]
+    schema.pop("$defs", None)
+    return schema
+
+
+def _validator(document: dict[str, Any], ref: dict[str, Any]) -> OAS31Validator:
+    return OAS31Validator({**ref, "components": document["components"]})
+
+
+def test_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    assert document["openapi"].startswith("3.1.")
+    validate(document, cls=OpenAPIV31SpecValidator)  # raises on the first problem
+
+
+def test_document_lists_exactly_the_routes_the_app_serves(stack: Stack, document: dict[str, Any]) -> None:
+    """Compared with chalice's own route table (not only the routers), so a route added any other way shows up."""
+    table = "import json, app; print(json.dumps({path: sorted(methods) for path, methods in app.app.routes.items()}))"
+    served = subprocess.run([sys.executable, "-c", table], cwd=ROOT, env=stack.env, capture_output=True, text=True,
+                            check=True, timeout=60)
+    app_routes = {(method, path) for path, methods in json.loads(served.stdout).items() for method in methods
+                  if method != "OPTIONS"}
+    documented = {(method.upper(), path) for path, item in document["paths"].items() for method in item
+                  if method in METHODS}
+    declared = {(op.method, op.path) for op in OPERATIONS}
+    assert documented == app_routes
+    assert declared == app_routes
+    assert len(declared) == len(OPERATIONS), "an operation is declared twice"
+
+
+def test_operation_ids_are_unique(document: dict[str, Any]) -> None:
+    ids = [op["operationId"] for item in document["paths"].values() for method, op in item.items() if method in METHODS]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=_label)
+def test_path_parameters_are_documented(document: dict[str, Any], op: Operation) -> None:
+    documented = [p["name"] for p in _spec(document, op).get("parameters", []) if p["in"] == "path"]
+    assert documented == re.findall(r"{(\w+)}", op.path)
+
+
+@pytest.mark.parametrize("op", [op for op in OPERATIONS if op.body is not None], ids=_label)
+def test_request_body_is_the_pydantic_models_schema(document: dict[str, Any], op: Operation) -> None:
+    assert op.body is not None
+    body = _spec(document, op)["requestBody"]
+    assert body["required"] is True
+    assert list(body["content"]) == ["application/json"]
+    ref = body["content"]["application/json"]["schema"]
+    assert ref == {"$ref": SCHEMAS + op.body.__name__}
+    assert _component(document, ref) == _model_schema(op.body, "validation")
+
+
+@pytest.mark.parametrize("op", [op for op in OPERATIONS if op.body is None], ids=_label)
+def test_operations_without_a_body_model_document_none(document: dict[str, Any], op: Operation) -> None:
+    assert "requestBody" not in _spec(document, op)
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=_label)
+def test_success_response_is_the_pydantic_models_schema(document: dict[str, Any], op: Operation) -> None:
+    success = _spec(document, op)["responses"][str(op.status)]
+    assert success["headers"]["X-Request-ID"]["required"] is True
+    if op.response is None:
+        assert "content" not in success
+        return
+    ref = success["content"]["application/json"]["schema"]
+    assert _component(document, ref) == _model_schema(op.response, "serialization")
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=_label)
+def test_error_responses_reference_the_error_shape(document: dict[str, Any], op: Operation) -> None:
+    responses = _spec(document, op)["responses"]
+    errors = {int(code) for code in responses if int(code) >= 400}
+    expected = {400, 413, *op.errors} | ({401} if op.auth != "none" else set())
+    assert errors == expected
+    for code in errors:
+        assert responses[str(code)]["content"] == {"application/json": {"schema": {"$ref": SCHEMAS + "Error"}}}
+        assert responses[str(code)]["headers"]["X-Request-ID"]["required"] is True
+    if 429 in errors:
+        assert "Retry-After" in responses["429"]["headers"]
+
+
+def test_error_shape_is_code_message_request_id_and_optional_details(document: dict[str, Any]) -> None:
+    error = document["components"]["schemas"]["Error"]
+    assert error["required"] == ["error"]
+    body = _component(document, error["properties"]["error"])
+    assert set(body["required"]) == {"code", "message", "request_id"}
+    assert set(body["properties"]) == {"code", "message", "request_id", "details"}
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=_label)
+def test_security_matches_the_routes_authentication(document: dict[str, Any], op: Operation) -> None:
+    expected = {"user": [{"bearerAuth": []}], "agent": [{"agentToken": []}], "none": []}[op.auth]
+    assert _spec(document, op)["security"] == expected
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    assert schemes["agentToken"]["scheme"] == "bearer"
+
+
+def test_real_error_answers_match_the_documented_error_shape(
+    stack: Stack, document: dict[str, Any], owner: Account,
+) -> None:
+    validator = _validator(document, {"$ref": SCHEMAS + "Error"})
+    answers = [
+        stack.call("GET", "/v1/auth/me"),  # 401
+        stack.call("POST", "/v1/auth/login", data="{not json", headers={"Content-Type": "application/json"}),  # 400
+        stack.call("POST", "/v1/auth/register", json={"email": "nope", "password": "x"}),  # 400 with details
+        stack.call("GET", "/v1/orgs/org_doesnotexist", token=owner.access_token),  # 404
+        stack.call("PUT", "/v1/auth/me", token=owner.access_token),  # 405, answered by chalice and reshaped
+    ]
+    assert [a.status_code for a in answers] == [401, 400, 400, 404, 405]
+    for answer in answers:
+        body = answer.json()
+        validator.validate(body)
+        assert body["error"]["request_id"] == answer.headers["X-Request-ID"]
+    assert answers[2].json()["error"]["details"]
+
+
+def test_served_responses_match_their_documented_schemas(
+    stack: Stack, document: dict[str, Any], owner: Account,
+) -> None:
+    for method, path, status in [("GET", "/health", 200), ("GET", "/openapi.json", 200), ("GET", "/v1/auth/me", 200),
+                                 ("GET", "/v1/orgs", 200), ("GET", f"/v1/orgs/{owner.org_id}", 200)]:
+        answer = stack.call(method, path, token=owner.access_token)
+        assert answer.status_code == status, answer.text
+        template = path.replace(owner.org_id, "{org_id}")
+        documented = document["paths"][template][method.lower()]["responses"][str(status)]
+        ref = documented["content"]["application/json"]["schema"]
+        _validator(document, ref).validate(answer.json())
