@@ -1,8 +1,14 @@
 """Orochi DB control plane: wiring only."""
 
-from typing import Any
+import gc
 
-from chalice import Chalice, Rate
+# Building the routes' pydantic models allocates heavily; collecting during the import only slows the
+# cold start (see docs/benchmarks.md). Everything built here lives as long as the process, so it is frozen.
+gc.disable()
+
+from typing import Any  # noqa: E402
+
+from chalice import Chalice, Rate  # noqa: E402
 
 from chalicelib import agents, auth, cors, logs, reaper, web
 from chalicelib.routes import ROUTERS
@@ -20,6 +26,8 @@ for router in ROUTERS:
     app.register_blueprint(router.blueprint)
 cors.install(app)
 app.register_middleware(web.envelope, "http")
+gc.freeze()
+gc.enable()
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="reaper")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from chalicelib.shapes import Out
@@ -30,7 +31,13 @@ def health(call: Call[Any]) -> Health:
 @router.route("GET", "/openapi.json", auth="none", response=OpenApiDocument)
 def openapi_document(call: Call[Any]) -> Reply:
     """This API's OpenAPI 3.1 document"""
+    return Reply(_document())
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    """Built on first request (not at import, to keep cold starts short), then kept: the routes never change."""
     from chalicelib import openapi
     from chalicelib.routes import ROUTERS
 
-    return Reply(openapi.document(ROUTERS, version=VERSION))
+    return openapi.document(ROUTERS, version=VERSION)
