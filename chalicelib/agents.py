@@ -13,7 +13,7 @@ from chalicelib.settings import Settings
 from chalicelib.shapes import Body, ListQuery, Out, Page
 from chalicelib.store import agents as store
 from chalicelib.store import clusters as cluster_store
-from chalicelib.store.base import now
+from chalicelib.store.base import now, read_ahead
 
 MAX_CLOCK_SKEW = 300
 
@@ -118,10 +118,17 @@ def revoke_token(token_id: str) -> None:
     store.revoke_token(token_id, at=now())
 
 
-def authenticate(settings: Settings, bearer: str) -> Principal:
-    """The region's agent behind a live agent token; Unauthorized for anything else (user JWTs included)."""
+def authenticate(settings: Settings, bearer: str, params: dict[str, str]) -> Principal:
+    """The region's agent behind a live agent token; Unauthorized for anything else (user JWTs included).
+
+    The token is read together with the cluster the path names, if any.
+    """
     token_id, _, secret = bearer.partition(".")
-    token = store.get_token(token_id) if token_id.startswith("agt_") and secret else None
+    if not (token_id.startswith("agt_") and secret):
+        raise errors.Unauthorized("the agent token is invalid or revoked")
+    read_ahead([store.AgentToken.key(token_id),
+                *([cluster_store.Cluster.key(params["cluster_id"])] if "cluster_id" in params else [])])
+    token = store.get_token(token_id)
     if (
         token is None
         or token.revoked_at is not None

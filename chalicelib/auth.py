@@ -9,8 +9,9 @@ from chalicelib.principal import Principal
 from chalicelib.settings import Settings
 from chalicelib.shapes import Body, DisplayName, Email, Out, Password, Token
 from chalicelib.store import accounts as store
+from chalicelib.store import clusters as cluster_store
 from chalicelib.store import orgs as org_store
-from chalicelib.store.base import now
+from chalicelib.store.base import now, read_ahead
 
 INVALID_LOGIN = "invalid e-mail or password"
 
@@ -181,9 +182,19 @@ def me(principal: Principal) -> UserOut:
     return user_out(user)
 
 
-def authenticate(settings: Settings, bearer: str) -> Principal:
-    """The user behind an access token whose session is still live; Unauthorized otherwise."""
+def authenticate(settings: Settings, bearer: str, params: dict[str, str]) -> Principal:
+    """The user behind an access token whose session is still live; Unauthorized otherwise.
+
+    The session is read together with what the path names: the caller's membership of `org_id` (every
+    organization route authorizes against it) and the cluster `cluster_id`.
+    """
     claims = tokens.decode_access_token(settings, bearer)
+    keys = [store.Session.key(claims.session_id)]
+    if "org_id" in params:
+        keys.append(org_store.Member.key(params["org_id"], claims.user_id))
+    if "cluster_id" in params:
+        keys.append(cluster_store.Cluster.key(params["cluster_id"]))
+    read_ahead(keys)
     session = store.get_session(claims.session_id)
     if (
         session is None

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from chalicelib import errors, idempotency
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings, get_settings
+from chalicelib.store.base import request_scope
 
 log = logging.getLogger("orochi.web")
 
@@ -83,12 +84,15 @@ class Operation:
     idempotent: bool
 
 
-Authenticator = Callable[[Settings, str], Principal]
+Authenticator = Callable[[Settings, str, dict[str, str]], Principal]
 _authenticators: dict[str, Authenticator] = {}
 
 
 def register_authenticator(kind: Literal["user", "agent"], authenticator: Authenticator) -> None:
-    """`authenticator(settings, bearer_token)` returns the principal or raises Unauthorized."""
+    """`authenticator(settings, bearer_token, path_params)` returns the principal or raises Unauthorized.
+
+    It may read ahead, in the same round trip as its own lookup, the items the path names.
+    """
     _authenticators[kind] = authenticator
 
 
@@ -139,9 +143,14 @@ _ANY_CONTENT_TYPE = ["application/json", "text/plain", "application/x-www-form-u
 
 
 def _serve(operation: Operation, request: Request, params: dict[str, str]) -> Response:
+    with request_scope():
+        return _serve_in_scope(operation, request, params)
+
+
+def _serve_in_scope(operation: Operation, request: Request, params: dict[str, str]) -> Response:
     try:
         settings = get_settings()
-        principal = _authenticate(operation.auth, settings, request)
+        principal = _authenticate(operation.auth, settings, request, params)
         call: Call[Any] = Call(
             settings=settings,
             params=params,
@@ -170,13 +179,13 @@ def _answer(operation: Operation, call: Call[Any]) -> idempotency.Answer:
     return idempotency.Answer(status=reply.status or operation.status, body=_dump(reply.body), headers=reply.headers)
 
 
-def _authenticate(auth: Auth, settings: Settings, request: Request) -> Principal | None:
+def _authenticate(auth: Auth, settings: Settings, request: Request, params: dict[str, str]) -> Principal | None:
     if auth == "none":
         return None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise errors.Unauthorized("a bearer token is required")
-    return _authenticators[auth](settings, token.strip())
+    return _authenticators[auth](settings, token.strip(), params)
 
 
 def _parse_body(model: type[BaseModel] | None, request: Request, settings: Settings) -> BaseModel | None:

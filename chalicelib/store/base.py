@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
@@ -94,19 +95,50 @@ def now() -> int:
     return int(time.time())
 
 
+_read_ahead: ContextVar[dict[tuple[str, str], dict[str, Any] | None] | None] = ContextVar("read_ahead", default=None)
+
+
+@contextmanager
+def request_scope() -> Iterator[None]:
+    """Within the block, items read ahead answer the first get() of their key; nothing outlives it."""
+    token = _read_ahead.set({})
+    try:
+        yield
+    finally:
+        _read_ahead.reset(token)
+
+
+def read_ahead(keys: list[tuple[str, str]]) -> None:
+    """Fetch `keys` in one strongly consistent BatchGetItem for the current request scope.
+
+    A request that will read several items it can name up front (its session, the caller's membership,
+    the cluster in its path) pays one round trip instead of one per item.
+    """
+    cache = _read_ahead.get()
+    wanted = [key for key in dict.fromkeys(keys) if cache is not None and key not in cache]
+    if cache is None or not wanted:
+        return
+    table = Item.Meta.table_name
+    response = Item._get_connection().batch_get_item(
+        [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in wanted], consistent_read=True
+    )
+    found = {(raw["pk"]["S"], raw["sk"]["S"]): raw for raw in response.get("Responses", {}).get(table, [])}
+    unprocessed = {(k["pk"]["S"], k["sk"]["S"]) for k in response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])}
+    for key in wanted:
+        if key not in unprocessed:
+            cache[key] = found.get(key)
+
+
 def get(model: type[T], pk: str, sk: str) -> T | None:
-    """A strongly consistent read; None when the item is absent."""
+    """A strongly consistent read (or the read-ahead copy of one, used once); None when the item is absent."""
+    cache = _read_ahead.get()
+    if cache is not None and (pk, sk) in cache:
+        raw = cache.pop((pk, sk))
+        return None if raw is None else model.from_raw_data(raw)
     try:
         return model.get(pk, sk, consistent_read=True)
     except DoesNotExist:
         return None
-
-
-def require(model: type[T], pk: str, sk: str, *, what: str) -> T:
-    item = get(model, pk, sk)
-    if item is None:
-        raise errors.NotFound(f"{what} not found")
-    return item
 
 
 def condition_failed(error: Exception) -> bool:
