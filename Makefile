@@ -36,6 +36,7 @@ PACKAGE_ENV := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
 package: $(STAMP)
 	rm -rf $(PACKAGE_DIR)
 	$(PACKAGE_ENV) $(VENV)/bin/chalice package --stage prod --merge-template infra/resources.json $(PACKAGE_DIR)
+	$(PY) infra/bytecompile.py $(PACKAGE_DIR)/deployment.zip
 
 clean:
 	rm -rf $(VENV) .pytest_cache build

@@ -9,9 +9,11 @@ downloads the Lambda (manylinux) wheels from PyPI again whenever one of them cha
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import subprocess
+import zipfile
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,3 +291,12 @@ def test_template_passes_cfn_lint(build):
     command = [str(VENV / "bin" / "cfn-lint"), str(build / "sam.json")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"cfn-lint:\n{result.stdout}{result.stderr}"
+
+
+def test_bundle_ships_bytecode_for_every_module(build: Path) -> None:
+    with zipfile.ZipFile(build / "deployment.zip") as bundle:
+        names = set(bundle.namelist())
+    sources = {name for name in names if name.endswith(".py")}
+    assert "app.py" in sources and "chalicelib/web.py" in sources
+    missing = {s for s in sources if importlib.util.cache_from_source(s) not in names}
+    assert not missing, f"modules without bytecode: {sorted(missing)[:5]}"
