@@ -1,7 +1,9 @@
 """Fixtures: a real moto server for DynamoDB and SQS, and the API served by chalice's local gateway.
 
 Each `Stack` is its own API process on its own table, so tests that need other settings (short TTLs,
-a small login limit) start one with overrides and never disturb the others.
+a small login limit) start one with overrides and never disturb the others. A `Stack` also carries the
+helpers the test modules share: users and invitations, clusters, agent tokens and status reports, and
+direct reads of its table and queues; `send_together` races requests against it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import boto3
 import pytest
 import requests
 
@@ -63,34 +66,29 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def send_together(stack: Stack, method: str, path: str, bodies: list[Any]) -> list[tuple[int, Any]]:
-    """Send one JSON request per body at the same instant; `(status, parsed body)` for each, in order.
+def aws_client(env: dict[str, str], service: str) -> Any:
+    """A boto3 client of `service` on the moto server that `env` points at."""
+    return boto3.client(
+        service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
 
-    Every connection is opened (and accepted by the server, whose listen backlog is small) before any
-    request is written, so the requests really race inside the API instead of queueing at the socket.
-    """
-    connections = []
-    for _ in bodies:
-        connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
-        connection.connect()
-        connections.append(connection)
-        time.sleep(0.01)
-    barrier = threading.Barrier(len(bodies))
 
-    def send(connection: http.client.HTTPConnection, body: Any) -> tuple[int, Any]:
-        payload = json.dumps(body).encode()
-        barrier.wait()
-        connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        raw = response.read()
-        return response.status, json.loads(raw) if raw else None
+def clusters_path(org_id: str) -> str:
+    return f"/v1/orgs/{org_id}/clusters"
 
-    try:
-        with ThreadPoolExecutor(len(bodies)) as pool:
-            return list(pool.map(send, connections, bodies))
-    finally:
-        for connection in connections:
-            connection.close()
+
+def cluster_path(org_id: str, cluster_id: str) -> str:
+    return f"/v1/orgs/{org_id}/clusters/{cluster_id}"
+
+
+def cluster_body(**overrides: Any) -> dict[str, Any]:
+    """A valid cluster to create (a unique name, nyc1, PostgreSQL 17, the smallest size, 1 instance, 20 GB),
+    with `overrides` on top."""
+    return {
+        "name": f"pg-{uuid.uuid4().hex[:10]}", "region": "nyc1", "postgres_version": "17", "size": "db-s-1vcpu-2gb",
+        "instances": 1, "storage_gb": 20, **overrides,
+    }
 
 
 @dataclass
@@ -105,6 +103,13 @@ class Account:
     refresh_token: str
 
 
+class AgentToken(NamedTuple):
+    """An agent token as `agent-token create` prints it, once: its id and the bearer token `<id>.<secret>`."""
+
+    id: str
+    token: str
+
+
 class Stack:
     """One API process over the shared moto server, with its own table and settings."""
 
@@ -115,6 +120,9 @@ class Stack:
         subprocess.run([sys.executable, "-m", "devstack.bootstrap"], cwd=ROOT, env=env, check=True, capture_output=True)
         self.process = start(["-m", "devstack.api", "--port", str(self.port)], env, self.port)
         self.http = requests.Session()
+        self._agents: dict[str, str] = {}
+
+    # --- HTTP ---------------------------------------------------------------------------------------------------
 
     def call(
         self, method: str, path: str, *, token: str | None = None, json: Any = None,
@@ -124,6 +132,26 @@ class Stack:
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
         return self.http.request(method, self.url + path, json=json, data=data, headers=all_headers, timeout=30)
+
+    def listing(self, path: str, token: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Every item of a cursor-paginated listing (`path` may carry a query), following `next_cursor` to the end;
+        no page holds more than `limit` items."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        separator = "&" if "?" in path else "?"
+        for _ in range(200):
+            query = f"{separator}limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+            response = self.call("GET", path + query, token=token)
+            assert response.status_code == 200, response.text
+            page = response.json()
+            assert len(page["items"]) <= limit
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+        raise AssertionError(f"the listing of {path} never ends")
+
+    # --- users and invitations ----------------------------------------------------------------------------------
 
     def register(self, *, email: str | None = None, password: str = "correct horse battery", name: str = "Test User",
                  organization_name: str = "Test Org") -> Account:
@@ -138,15 +166,21 @@ class Stack:
             access_token=body["access_token"], refresh_token=body["refresh_token"],
         )
 
+    def invite(self, inviter: Account, *, email: str | None = None, role: str = "member") -> dict[str, Any]:
+        """An invitation to `inviter`'s organization, created by `inviter`; the 201 body, token included."""
+        email = email or f"invitee-{uuid.uuid4().hex[:12]}@example.com"
+        response = self.call("POST", f"/v1/orgs/{inviter.org_id}/invitations", token=inviter.access_token,
+                             json={"email": email, "role": role})
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
     def join(self, owner: Account, role: str) -> Account:
         """A new user who joined `owner`'s organization with `role` through an invitation."""
         email = f"{role}-{uuid.uuid4().hex[:12]}@example.com"
-        invitation = self.call("POST", f"/v1/orgs/{owner.org_id}/invitations", token=owner.access_token,
-                               json={"email": email, "role": role})
-        assert invitation.status_code == 201, invitation.text
+        invitation = self.invite(owner, email=email, role=role)
         response = self.call("POST", "/v1/auth/register", json={
             "email": email, "password": "another good password", "name": role.title(),
-            "invitation_token": invitation.json()["token"],
+            "invitation_token": invitation["token"],
         })
         assert response.status_code == 201, response.text
         body = response.json()
@@ -155,9 +189,109 @@ class Stack:
             access_token=body["access_token"], refresh_token=body["refresh_token"],
         )
 
+    # --- clusters, as a user ------------------------------------------------------------------------------------
+
+    def post_cluster(self, account: Account, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
+        """POST `body` to `account`'s organization's clusters, as `account`; the response, whatever it is."""
+        return self.call("POST", clusters_path(account.org_id), token=account.access_token, json=body, headers=headers)
+
+    def create_cluster(self, account: Account, **fields: Any) -> dict[str, Any]:
+        """Create `cluster_body(**fields)` in `account`'s organization; the 202 body `{cluster, operation}`."""
+        response = self.post_cluster(account, cluster_body(**fields))
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    def get_cluster(self, account: Account, cluster_id: str) -> dict[str, Any]:
+        """The cluster as `account` reads it through the public API."""
+        response = self.call("GET", cluster_path(account.org_id, cluster_id), token=account.access_token)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    # --- agents: tokens from the operator command, status reports -----------------------------------------------
+
+    def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`python -m chalicelib.admin *args` on this stack's table; the finished command, whatever its exit code."""
+        return subprocess.run([sys.executable, "-m", "chalicelib.admin", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=120)
+
+    def agent_token(self, region: str = "nyc1") -> AgentToken:
+        """A new agent token of `region` from the operator command: the id ends its first line, the token its output."""
+        done = self.admin("agent-token", "create", "--region", region)
+        assert done.returncode == 0, done.stderr
+        return AgentToken(id=done.stdout.splitlines()[0].split()[-1], token=done.stdout.split()[-1])
+
+    def agent(self, region: str = "nyc1") -> str:
+        """The bearer token of this stack's agent of `region`, created on first use and never revoked."""
+        if region not in self._agents:
+            self._agents[region] = self.agent_token(region).token
+        return self._agents[region]
+
+    def report(self, cluster_id: str, *, region: str = "nyc1", **status: Any) -> dict[str, Any]:
+        """Report `status` for the cluster as the agent of `region`; the 200 answer."""
+        response = self.call("POST", f"/v1/agent/clusters/{cluster_id}/status", token=self.agent(region), json=status)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    # --- the stack's table and queues, read directly ------------------------------------------------------------
+
+    def dynamodb(self) -> Any:
+        return aws_client(self.env, "dynamodb")
+
+    def sqs(self) -> Any:
+        return aws_client(self.env, "sqs")
+
+    def queue_url(self, region: str) -> str:
+        """The URL of the region's job queue."""
+        return self.env["JOB_QUEUE_URL_TEMPLATE"].format(region=region)
+
+    def table_items(self) -> list[dict[str, Any]]:
+        """Every item of the stack's table as DynamoDB stores it (a Scan: fine in a test, never on a request path)."""
+        pages = self.dynamodb().get_paginator("scan").paginate(TableName=self.env["TABLE_NAME"], ConsistentRead=True)
+        return [item for page in pages for item in page["Items"]]
+
+    def raw_item(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """One item as DynamoDB stores it (`{"attribute": {"S": ...}}`), read consistently; None if there is none."""
+        key = {"pk": {"S": pk}, "sk": {"S": sk}}
+        return self.dynamodb().get_item(TableName=self.env["TABLE_NAME"], Key=key, ConsistentRead=True).get("Item")
+
     def close(self) -> None:
         self.http.close()
         stop(self.process)
+
+
+def send_together(stack: Stack, method: str, path: str, bodies: list[Any], *, token: str | None = None,
+                  headers: dict[str, str] | None = None) -> list[tuple[int, Any]]:
+    """Send one request per body (JSON, or none for None) at the same instant, with `token` as the bearer and
+    `headers` if given; `(status, parsed body)` for each, in order.
+
+    Every connection is opened (and accepted by the server, whose listen backlog is small) before any
+    request is written, so the requests really race inside the API instead of queueing at the socket.
+    """
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    if token is not None:
+        all_headers["Authorization"] = f"Bearer {token}"
+    connections = []
+    for _ in bodies:
+        connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
+        connection.connect()
+        connections.append(connection)
+        time.sleep(0.01)
+    barrier = threading.Barrier(len(bodies))
+
+    def send(connection: http.client.HTTPConnection, body: Any) -> tuple[int, Any]:
+        payload = json.dumps(body).encode() if body is not None else None
+        barrier.wait()
+        connection.request(method, path, body=payload, headers=all_headers)
+        response = connection.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+
+    try:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            return list(pool.map(send, connections, bodies))
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import time
 import uuid
 from typing import Any
 
-import boto3
 import pytest
 
 from conftest import send_together
@@ -26,18 +25,6 @@ def refresh(stack, token: str):
 
 def me(stack, token: str):
     return stack.call("GET", "/v1/auth/me", token=token)
-
-
-def table_items(stack) -> list[dict[str, Any]]:
-    """Every raw item of the stack's table (a Scan: fine in a test, never on a request path)."""
-    client = boto3.client(
-        "dynamodb", endpoint_url=stack.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    )
-    items: list[dict[str, Any]] = []
-    for page in client.get_paginator("scan").paginate(TableName=stack.env["TABLE_NAME"]):
-        items.extend(page["Items"])
-    return items
 
 
 def assert_error(response, status: int, code: str) -> dict[str, Any]:
@@ -112,7 +99,7 @@ def test_concurrent_registrations_with_one_email_create_exactly_one_account(stac
             assert body["error"]["code"] == "conflict"
 
     # The losers left nothing behind: one user, one e-mail claim, one organization, one membership.
-    items = table_items(stack)
+    items = stack.table_items()
     emails = {v.lower() for v in variants}
     users = [i for i in items if i["sk"]["S"] == "PROFILE" and i.get("email", {}).get("S", "").lower() in emails]
     claims = [i for i in items if i["pk"]["S"] == f"EMAIL#{variants[0].lower()}"]

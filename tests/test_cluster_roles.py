@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Account, Stack
-from test_clusters import agent_token, cluster_body, cluster_path, clusters_path, create, fetch, report
+from conftest import Account, Stack, cluster_body, cluster_path, clusters_path
 
 WHO = ("owner", "admin", "member", "viewer", "outsider")
 
@@ -51,11 +50,11 @@ class Team:
 @pytest.fixture(scope="module")
 def team(stack: Stack) -> Team:
     owner = stack.register(organization_name="Role Matrix")
-    created = create(stack, owner, name="subject")
+    created = stack.create_cluster(owner, name="subject")
     cluster_id = created["cluster"]["id"]
-    report(stack, cluster_id, observed_generation=1, phase="ready", ready_instances=1,
-           endpoint={"host": "subject.example", "port": 5432})
-    sample = stack.call("POST", "/v1/agent/metrics", token=agent_token(stack), json={"samples": [
+    stack.report(cluster_id, observed_generation=1, phase="ready", ready_instances=1,
+                 endpoint={"host": "subject.example", "port": 5432})
+    sample = stack.call("POST", "/v1/agent/metrics", token=stack.agent(), json={"samples": [
         {"cluster_id": cluster_id, "at": int(time.time()) - 5, "values": {"cpu_percent": 12.5}},
     ]})
     assert sample.status_code == 200, sample.text
@@ -86,7 +85,7 @@ def request_for(stack: Stack, team: Team, route: str) -> tuple[str, str, Any, st
 
     Every route targets the team's cluster, except a delete, which gets a fresh cluster of its own."""
     method, template, body = ROUTES[route]
-    cluster_id = create(stack, team.owner)["cluster"]["id"] if route == "delete cluster" else team.cluster["id"]
+    cluster_id = stack.create_cluster(team.owner)["cluster"]["id"] if route == "delete cluster" else team.cluster["id"]
     path = template.format(org_id=team.owner.org_id, cluster_id=cluster_id, operation_id=team.operation["id"])
     if body == "a new cluster":
         body = cluster_body()
@@ -97,7 +96,7 @@ def request_for(stack: Stack, team: Team, route: str) -> tuple[str, str, Any, st
 def test_cluster_route_answers_each_role_as_the_matrix_says(stack: Stack, team: Team, route: str, who: str,
                                                             expected: int) -> None:
     method, path, body, target = request_for(stack, team, route)
-    before = fetch(stack, team.owner, target) if target else None
+    before = stack.get_cluster(team.owner, target) if target else None
 
     response = stack.call(method, path, token=team[who].access_token, json=body)
 
@@ -106,7 +105,7 @@ def test_cluster_route_answers_each_role_as_the_matrix_says(stack: Stack, team: 
         assert response.json()["error"]["code"] == {403: "forbidden", 404: "not_found"}[expected]
         assert "subject.example" not in response.text
         if before is not None:
-            assert fetch(stack, team.owner, target) == before
+            assert stack.get_cluster(team.owner, target) == before
         return
     answer = response.json()
     if route == "list clusters":
@@ -126,10 +125,10 @@ def test_cluster_route_answers_each_role_as_the_matrix_says(stack: Stack, team: 
         assert answer["operation"]["kind"] == {"create cluster": "create", "patch cluster": "update",
                                                "scale cluster": "scale", "delete cluster": "delete"}[route]
         if before is not None:
-            assert fetch(stack, team.owner, target)["generation"] == before["generation"] + 1
+            assert stack.get_cluster(team.owner, target)["generation"] == before["generation"] + 1
         if route == "delete cluster":  # finish the deletion, so the matrix does not use up the org's quota
-            report(stack, target, observed_generation=answer["cluster"]["generation"], phase="deleted",
-                   ready_instances=0)
+            stack.report(target, observed_generation=answer["cluster"]["generation"], phase="deleted",
+                         ready_instances=0)
 
 
 def test_matrix_covers_every_cluster_route(stack: Stack) -> None:
@@ -141,11 +140,11 @@ def test_matrix_covers_every_cluster_route(stack: Stack) -> None:
 
 
 def test_member_may_not_turn_deletion_protection_off(stack: Stack, team: Team) -> None:
-    guarded = create(stack, team.owner, deletion_protection=True)["cluster"]
+    guarded = stack.create_cluster(team.owner, deletion_protection=True)["cluster"]
     path = cluster_path(team.owner.org_id, guarded["id"])
     refused = stack.call("PATCH", path, token=team.member.access_token, json={"deletion_protection": False})
     assert refused.status_code == 403, refused.text
-    assert fetch(stack, team.owner, guarded["id"])["deletion_protection"] is True
+    assert stack.get_cluster(team.owner, guarded["id"])["deletion_protection"] is True
     allowed = stack.call("PATCH", path, token=team.admin.access_token, json={"deletion_protection": False})
     assert allowed.status_code == 202, allowed.text
 
@@ -157,7 +156,7 @@ def test_outsider_cannot_reach_a_cluster_through_their_own_organization(stack: S
                                  ("DELETE", "", None)):
         response = stack.call(method, path + suffix, token=team.outsider.access_token, json=body)
         assert response.status_code == 404, (method, suffix, response.text)
-    assert fetch(stack, team.owner, team.cluster["id"])["name"] == "subject"
+    assert stack.get_cluster(team.owner, team.cluster["id"])["name"] == "subject"
 
 
 @pytest.mark.parametrize("path", ["/v1/agent/clusters", "/v1/agent/clusters/{cluster}"])
@@ -171,14 +170,14 @@ def test_user_token_cannot_report_agent_status(stack: Stack, team: Team) -> None
     response = stack.call("POST", f"/v1/agent/clusters/{team.cluster['id']}/status", token=team.owner.access_token,
                           json={"observed_generation": 1, "phase": "failed", "ready_instances": 0})
     assert response.status_code == 401, response.text
-    assert fetch(stack, team.owner, team.cluster["id"])["status"] != "failed"
+    assert stack.get_cluster(team.owner, team.cluster["id"])["status"] != "failed"
 
 
 @pytest.mark.parametrize(("method", "suffix"), [("GET", ""), ("GET", "/{cluster}"), ("GET", "/{cluster}/credentials"),
                                                 ("POST", "/{cluster}/scale"), ("DELETE", "/{cluster}")])
 def test_agent_token_on_a_user_route_is_unauthorized(stack: Stack, team: Team, method: str, suffix: str) -> None:
     path = clusters_path(team.owner.org_id) + suffix.format(cluster=team.cluster["id"])
-    response = stack.call(method, path, token=agent_token(stack), json={"instances": 3} if method == "POST" else None)
+    response = stack.call(method, path, token=stack.agent(), json={"instances": 3} if method == "POST" else None)
     assert response.status_code == 401, response.text
     assert response.json()["error"]["code"] == "unauthorized"
 

@@ -5,37 +5,20 @@ and in responses. Deletion completes only when an agent reports it, so some test
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
 
-import boto3
 import pytest
 
-from conftest import ROOT, Account, Stack
+from conftest import Account, Stack, cluster_body, cluster_path, clusters_path
 
 REGION = "nyc1"
 S3_MASK = "********"
 TUNED = {"POSTGRES_IMAGES": "16=img16,17=img17,18=img18", "ORG_CLUSTER_QUOTA": "2"}
-_agent_tokens: dict[str, str] = {}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def unique_name(prefix: str = "pg") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def cluster_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": unique_name(), "region": REGION, "postgres_version": "17", "size": "db-s-1vcpu-2gb",
-        "instances": 1, "storage_gb": 20,
-    }
-    body.update(overrides)
-    return body
 
 
 def s3_target(secret: str, **overrides: Any) -> dict[str, Any]:
@@ -47,69 +30,12 @@ def s3_target(secret: str, **overrides: Any) -> dict[str, Any]:
     return target
 
 
-def clusters_path(org_id: str) -> str:
-    return f"/v1/orgs/{org_id}/clusters"
-
-
-def cluster_path(org_id: str, cluster_id: str) -> str:
-    return f"/v1/orgs/{org_id}/clusters/{cluster_id}"
-
-
-def post_cluster(stack: Stack, account: Account, body: Any, headers: dict[str, str] | None = None) -> Any:
-    """POST `body` to `account`'s organization's clusters, as `account`; the response."""
-    return stack.call("POST", clusters_path(account.org_id), token=account.access_token, json=body, headers=headers)
-
-
-def create(stack: Stack, account: Account, **overrides: Any) -> dict[str, Any]:
-    """Create a cluster in `account`'s organization; the 202 body `{cluster, operation}`."""
-    response = post_cluster(stack, account, cluster_body(**overrides))
-    assert response.status_code == 202, response.text
-    return dict(response.json())
-
-
-def fetch(stack: Stack, account: Account, cluster_id: str) -> dict[str, Any]:
-    response = stack.call("GET", cluster_path(account.org_id, cluster_id), token=account.access_token)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-def listing(stack: Stack, account: Account, path: str, *, limit: int = 100) -> list[dict[str, Any]]:
-    """Every item of a cursor-paginated listing (`path` may carry a query), following `next_cursor`."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    separator = "&" if "?" in path else "?"
-    while True:
-        query = f"{separator}limit={limit}" + (f"&cursor={cursor}" if cursor else "")
-        response = stack.call("GET", path + query, token=account.access_token)
-        assert response.status_code == 200, response.text
-        items += response.json()["items"]
-        cursor = response.json().get("next_cursor")
-        if not cursor:
-            return items
-
-
 def error_fields(response: Any) -> list[str]:
     return [d["field"] for d in response.json()["error"].get("details", [])]
 
 
-def agent_token(stack: Stack, region: str = REGION) -> str:
-    """An agent token of `region` on this stack's table, created once with the operator command."""
-    key = f"{stack.env['TABLE_NAME']}:{region}"
-    if key not in _agent_tokens:
-        done = subprocess.run([sys.executable, "-m", "chalicelib.admin", "agent-token", "create", "--region", region],
-                              env=stack.env, cwd=ROOT, capture_output=True, text=True, check=True)
-        _agent_tokens[key] = done.stdout.split()[-1]
-    return _agent_tokens[key]
-
-
-def report(stack: Stack, cluster_id: str, **status: Any) -> dict[str, Any]:
-    response = stack.call("POST", f"/v1/agent/clusters/{cluster_id}/status", token=agent_token(stack), json=status)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 def desired_state(stack: Stack, cluster_id: str) -> dict[str, Any]:
-    response = stack.call("GET", f"/v1/agent/clusters/{cluster_id}", token=agent_token(stack))
+    response = stack.call("GET", f"/v1/agent/clusters/{cluster_id}", token=stack.agent())
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -118,16 +44,9 @@ def delete_completely(stack: Stack, account: Account, cluster_id: str) -> None:
     """DELETE the cluster, then report as the agent that it is gone."""
     response = stack.call("DELETE", cluster_path(account.org_id, cluster_id), token=account.access_token)
     assert response.status_code == 202, response.text
-    reported = report(stack, cluster_id, observed_generation=response.json()["cluster"]["generation"], phase="deleted",
-                      ready_instances=0)
+    reported = stack.report(cluster_id, observed_generation=response.json()["cluster"]["generation"], phase="deleted",
+                            ready_instances=0)
     assert reported["status"] == "deleted"
-
-
-def aws(stack: Stack, service: str) -> Any:
-    return boto3.client(
-        service, endpoint_url=stack.env["AWS_ENDPOINT_URL"], region_name=stack.env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=stack.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=stack.env["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 def jobs_of(stack: Stack, cluster_id: str, *, expected: int, region: str = REGION) -> list[dict[str, Any]]:
@@ -136,8 +55,7 @@ def jobs_of(stack: Stack, cluster_id: str, *, expected: int, region: str = REGIO
     Reads until `expected` arrived, then once more to catch any extra. Other clusters' messages stay
     invisible for a short while, so the queue yields this cluster's messages behind them.
     """
-    sqs = aws(stack, "sqs")
-    url = stack.env["JOB_QUEUE_URL_TEMPLATE"].format(region=region)
+    sqs, url = stack.sqs(), stack.queue_url(region)
     mine: list[dict[str, Any]] = []
     deadline = time.monotonic() + 15
     extra_pass = False
@@ -157,15 +75,6 @@ def jobs_of(stack: Stack, cluster_id: str, *, expected: int, region: str = REGIO
     return mine
 
 
-def raw_items(stack: Stack) -> list[dict[str, Any]]:
-    """Every item of the stack's table as DynamoDB stores it."""
-    dynamodb = aws(stack, "dynamodb")
-    items: list[dict[str, Any]] = []
-    for page in dynamodb.get_paginator("scan").paginate(TableName=stack.env["TABLE_NAME"], ConsistentRead=True):
-        items += page["Items"]
-    return items
-
-
 @pytest.fixture(scope="module")
 def refused(stack: Stack) -> Account:
     """The owner of an organization that only ever sees refused creations: it must stay without clusters."""
@@ -176,12 +85,12 @@ def refused(stack: Stack) -> Account:
 def steady(stack: Stack) -> tuple[Account, dict[str, Any]]:
     """An owner and a cluster that only ever sees refused changes: its generation must stay 1."""
     account = stack.register(organization_name="Steady")
-    return account, create(stack, account)["cluster"]
+    return account, stack.create_cluster(account)["cluster"]
 
 
 def assert_untouched(stack: Stack, steady: tuple[Account, dict[str, Any]]) -> None:
     account, cluster = steady
-    assert fetch(stack, account, cluster["id"]) == cluster
+    assert stack.get_cluster(account, cluster["id"]) == cluster
 
 
 @pytest.fixture(scope="module")
@@ -231,19 +140,19 @@ def test_cluster_outside_the_catalog_is_rejected_with_the_field(
 ) -> None:
     bounds = stack.call("GET", "/v1/catalog").json()["storage_gb"]
     value = {"below_min": bounds["min"] - 1, "above_max": bounds["max"] + 1}.get(value, value)
-    response = post_cluster(stack, refused, cluster_body(**{field: value}))
+    response = stack.post_cluster(refused, cluster_body(**{field: value}))
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "validation_error"
     assert error_fields(response) == [field]
-    assert listing(stack, refused, clusters_path(refused.org_id)) == []
+    assert stack.listing(clusters_path(refused.org_id), refused.access_token) == []
 
 
 def test_catalog_bounds_are_accepted(stack: Stack, owner: Account) -> None:
     catalog = stack.call("GET", "/v1/catalog").json()
-    low = create(stack, owner, instances=1, storage_gb=catalog["storage_gb"]["min"], region="sgp1",
-                 postgres_version="16")
-    high = create(stack, owner, instances=9, storage_gb=catalog["storage_gb"]["max"], size=catalog["sizes"][-1]["slug"],
-                  postgres_version="18")
+    low = stack.create_cluster(owner, instances=1, storage_gb=catalog["storage_gb"]["min"], region="sgp1",
+                               postgres_version="16")
+    high = stack.create_cluster(owner, instances=9, storage_gb=catalog["storage_gb"]["max"],
+                                size=catalog["sizes"][-1]["slug"], postgres_version="18")
     assert (low["cluster"]["instances"], low["cluster"]["storage_gb"]) == (1, catalog["storage_gb"]["min"])
     assert (high["cluster"]["instances"], high["cluster"]["storage_gb"]) == (9, catalog["storage_gb"]["max"])
 
@@ -253,7 +162,7 @@ def test_catalog_bounds_are_accepted(stack: Stack, owner: Account) -> None:
 
 def test_create_answers_202_with_a_pending_cluster_and_its_create_operation(stack: Stack, owner: Account) -> None:
     body = cluster_body(instances=2, storage_gb=50, postgres_version="16")
-    response = post_cluster(stack, owner, body)
+    response = stack.post_cluster(owner, body)
     assert response.status_code == 202, response.text
     cluster, operation = response.json()["cluster"], response.json()["operation"]
     assert {k: cluster[k] for k in body} == body
@@ -269,12 +178,12 @@ def test_create_answers_202_with_a_pending_cluster_and_its_create_operation(stac
 
 
 def test_created_cluster_stays_pending_until_an_agent_reports(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner)["cluster"]
+    cluster = stack.create_cluster(owner)["cluster"]
     time.sleep(1.5)
-    again = fetch(stack, owner, cluster["id"])
+    again = stack.get_cluster(owner, cluster["id"])
     assert (again["status"], again["observed_generation"], again["ready_instances"]) == ("pending", 0, 0)
     assert "endpoint" not in again
-    listed = listing(stack, owner, clusters_path(owner.org_id))
+    listed = stack.listing(clusters_path(owner.org_id), owner.access_token)
     assert [(c["id"], c["status"]) for c in listed] == [(cluster["id"], "pending")]
 
 
@@ -283,44 +192,44 @@ def test_created_cluster_stays_pending_until_an_agent_reports(stack: Stack, owne
     "under_score", "dot.ted", "", "caf\u00e9",
 ])
 def test_cluster_name_that_is_not_a_lowercase_dns_label_is_rejected(stack: Stack, refused: Account, name: str) -> None:
-    response = post_cluster(stack, refused, cluster_body(name=name))
+    response = stack.post_cluster(refused, cluster_body(name=name))
     assert response.status_code == 400, response.text
     assert error_fields(response) == ["name"]
-    assert listing(stack, refused, clusters_path(refused.org_id)) == []
+    assert stack.listing(clusters_path(refused.org_id), refused.access_token) == []
 
 
 def test_cluster_names_that_are_short_dns_labels_are_accepted(stack: Stack, owner: Account) -> None:
     for name in ("a", "a" * 40, "db-1", "x9"):
-        assert create(stack, owner, name=name)["cluster"]["name"] == name
+        assert stack.create_cluster(owner, name=name)["cluster"]["name"] == name
 
 
 def test_cluster_name_is_unique_among_the_orgs_live_clusters(stack: Stack, owner: Account) -> None:
-    first = create(stack, owner, name="orders")
-    response = post_cluster(stack, owner, cluster_body(name="orders"))
+    first = stack.create_cluster(owner, name="orders")
+    response = stack.post_cluster(owner, cluster_body(name="orders"))
     assert response.status_code == 409, response.text
     assert response.json()["error"]["code"] == "conflict"
-    assert [c["id"] for c in listing(stack, owner, clusters_path(owner.org_id))] == [first["cluster"]["id"]]
+    assert [c["id"] for c in stack.listing(clusters_path(owner.org_id), owner.access_token)] == [first["cluster"]["id"]]
 
 
 def test_another_org_may_reuse_a_cluster_name(stack: Stack, owner: Account) -> None:
-    create(stack, owner, name="shared-name")
+    stack.create_cluster(owner, name="shared-name")
     other = stack.register(organization_name="Other Org")
-    assert create(stack, other, name="shared-name")["cluster"]["org_id"] == other.org_id
+    assert stack.create_cluster(other, name="shared-name")["cluster"]["org_id"] == other.org_id
 
 
 def test_cluster_name_is_free_again_once_the_agent_reports_deletion(stack: Stack, owner: Account) -> None:
-    gone = create(stack, owner, name="reused")["cluster"]
+    gone = stack.create_cluster(owner, name="reused")["cluster"]
     deleting = stack.call("DELETE", cluster_path(owner.org_id, gone["id"]), token=owner.access_token)
     assert deleting.status_code == 202, deleting.text
-    while_deleting = post_cluster(stack, owner, cluster_body(name="reused"))
+    while_deleting = stack.post_cluster(owner, cluster_body(name="reused"))
     assert while_deleting.status_code == 409, while_deleting.text
 
-    report(stack, gone["id"], observed_generation=deleting.json()["cluster"]["generation"], phase="deleted",
-           ready_instances=0)
+    stack.report(gone["id"], observed_generation=deleting.json()["cluster"]["generation"], phase="deleted",
+                 ready_instances=0)
 
-    again = create(stack, owner, name="reused")["cluster"]
+    again = stack.create_cluster(owner, name="reused")["cluster"]
     assert again["id"] != gone["id"]
-    assert [c["id"] for c in listing(stack, owner, clusters_path(owner.org_id))] == [again["id"]]
+    assert [c["id"] for c in stack.listing(clusters_path(owner.org_id), owner.access_token)] == [again["id"]]
 
 
 def test_create_takes_storage_tiers_autoscaling_allowlist_and_deletion_protection(stack: Stack, owner: Account) -> None:
@@ -329,9 +238,10 @@ def test_create_takes_storage_tiers_autoscaling_allowlist_and_deletion_protectio
     cold = s3_target("cold-secret-" + uuid.uuid4().hex)
     frozen = s3_target("frozen-secret-" + uuid.uuid4().hex, endpoint="http://minio.internal:9000", bucket="frozen-data")
     del frozen["prefix"]
-    cluster = create(stack, owner, storage_tiers={"cold": cold, "frozen": frozen}, autoscaling=autoscaling,
-                     ip_allowlist=["203.0.113.0/24", "2001:db8::/32"], deletion_protection=True)["cluster"]
-    for shown in (cluster, fetch(stack, owner, cluster["id"])):
+    cluster = stack.create_cluster(owner, storage_tiers={"cold": cold, "frozen": frozen}, autoscaling=autoscaling,
+                                   ip_allowlist=["203.0.113.0/24", "2001:db8::/32"],
+                                   deletion_protection=True)["cluster"]
+    for shown in (cluster, stack.get_cluster(owner, cluster["id"])):
         assert shown["autoscaling"] == autoscaling
         assert shown["ip_allowlist"] == ["203.0.113.0/24", "2001:db8::/32"]
         assert shown["deletion_protection"] is True
@@ -359,15 +269,15 @@ def test_create_takes_storage_tiers_autoscaling_allowlist_and_deletion_protectio
 def test_create_with_unknown_fields_or_bad_values_is_rejected_with_details(
     stack: Stack, refused: Account, overrides: dict[str, Any], field: str,
 ) -> None:
-    response = post_cluster(stack, refused, cluster_body(**overrides))
+    response = stack.post_cluster(refused, cluster_body(**overrides))
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "validation_error"
     assert field in error_fields(response)
-    assert listing(stack, refused, clusters_path(refused.org_id)) == []
+    assert stack.listing(clusters_path(refused.org_id), refused.access_token) == []
 
 
 def test_create_without_required_fields_names_each_missing_field(stack: Stack, refused: Account) -> None:
-    response = post_cluster(stack, refused, {"name": "lonely"})
+    response = stack.post_cluster(refused, {"name": "lonely"})
     assert response.status_code == 400, response.text
     assert set(error_fields(response)) == {"region", "postgres_version", "size", "storage_gb"}
 
@@ -376,28 +286,28 @@ def test_create_without_required_fields_names_each_missing_field(stack: Stack, r
 
 
 def test_list_is_cursor_paginated(stack: Stack, owner: Account) -> None:
-    created = {create(stack, owner)["cluster"]["id"] for _ in range(5)}
+    created = {stack.create_cluster(owner)["cluster"]["id"] for _ in range(5)}
     first = stack.call("GET", clusters_path(owner.org_id) + "?limit=2", token=owner.access_token)
     assert first.status_code == 200, first.text
     assert len(first.json()["items"]) == 2 and first.json()["next_cursor"]
-    pages = [c["id"] for c in listing(stack, owner, clusters_path(owner.org_id), limit=2)]
+    pages = [c["id"] for c in stack.listing(clusters_path(owner.org_id), owner.access_token, limit=2)]
     assert len(pages) == 5 and set(pages) == created
 
 
 def test_list_filters_by_status(stack: Stack, owner: Account) -> None:
-    staying = create(stack, owner)["cluster"]
-    leaving = create(stack, owner)["cluster"]
+    staying = stack.create_cluster(owner)["cluster"]
+    leaving = stack.create_cluster(owner)["cluster"]
     assert stack.call("DELETE", cluster_path(owner.org_id, leaving["id"]), token=owner.access_token).status_code == 202
     path = clusters_path(owner.org_id)
-    assert [c["id"] for c in listing(stack, owner, path + "?status=deleting")] == [leaving["id"]]
-    assert [c["id"] for c in listing(stack, owner, path + "?status=pending")] == [staying["id"]]
-    assert listing(stack, owner, path + "?status=running") == []
+    assert [c["id"] for c in stack.listing(path + "?status=deleting", owner.access_token)] == [leaving["id"]]
+    assert [c["id"] for c in stack.listing(path + "?status=pending", owner.access_token)] == [staying["id"]]
+    assert stack.listing(path + "?status=running", owner.access_token) == []
     bad = stack.call("GET", path + "?status=sleeping", token=owner.access_token)
     assert bad.status_code == 400 and error_fields(bad) == ["status"]
 
 
 def test_get_returns_the_cluster_with_its_etag(stack: Stack, owner: Account) -> None:
-    created = post_cluster(stack, owner, cluster_body())
+    created = stack.post_cluster(owner, cluster_body())
     cluster = created.json()["cluster"]
     response = stack.call("GET", cluster_path(owner.org_id, cluster["id"]), token=owner.access_token)
     assert response.status_code == 200, response.text
@@ -415,7 +325,7 @@ def test_unknown_cluster_is_not_found(stack: Stack, owner: Account) -> None:
 
 
 def test_each_patch_changes_its_field_and_bumps_the_generation(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner)["cluster"]
+    cluster = stack.create_cluster(owner)["cluster"]
     path = cluster_path(owner.org_id, cluster["id"])
     secret = "patched-secret-" + uuid.uuid4().hex
     changes: list[tuple[dict[str, Any], dict[str, Any]]] = [
@@ -432,17 +342,17 @@ def test_each_patch_changes_its_field_and_bumps_the_generation(stack: Stack, own
         response = stack.call("PATCH", path, token=owner.access_token, json=patch)
         assert response.status_code == 202, response.text
         assert response.json()["operation"]["kind"] == "update"
-        for view in (response.json()["cluster"], fetch(stack, owner, cluster["id"])):
+        for view in (response.json()["cluster"], stack.get_cluster(owner, cluster["id"])):
             assert view["generation"] == generation
             assert {k: view[k] for k in shown} == shown
-    final = fetch(stack, owner, cluster["id"])
+    final = stack.get_cluster(owner, cluster["id"])
     assert "autoscaling" not in final and "storage_tiers" not in final
     assert (final["name"], final["ip_allowlist"]) == ("renamed", ["198.51.100.0/24"])
     assert final["deletion_protection"] is True
 
 
 def test_patch_with_a_stale_etag_fails_and_with_the_current_one_applies(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner)["cluster"]
+    cluster = stack.create_cluster(owner)["cluster"]
     path = cluster_path(owner.org_id, cluster["id"])
     stale = stack.call("GET", path, token=owner.access_token).headers["ETag"]
     assert stack.call("PATCH", path, token=owner.access_token, json={"ip_allowlist": ["10.0.0.0/8"]}).status_code == 202
@@ -451,7 +361,7 @@ def test_patch_with_a_stale_etag_fails_and_with_the_current_one_applies(stack: S
                          headers={"If-Match": stale})
     assert refused.status_code == 412, refused.text
     assert refused.json()["error"]["code"] == "precondition_failed"
-    unchanged = fetch(stack, owner, cluster["id"])
+    unchanged = stack.get_cluster(owner, cluster["id"])
     assert (unchanged["name"], unchanged["generation"]) == (cluster["name"], 2)
 
     current = stack.call("GET", path, token=owner.access_token).headers["ETag"]
@@ -464,12 +374,12 @@ def test_patch_with_a_stale_etag_fails_and_with_the_current_one_applies(stack: S
 
 
 def test_patch_to_a_name_in_use_conflicts(stack: Stack, owner: Account) -> None:
-    create(stack, owner, name="taken")
-    cluster = create(stack, owner)["cluster"]
+    stack.create_cluster(owner, name="taken")
+    cluster = stack.create_cluster(owner)["cluster"]
     path = cluster_path(owner.org_id, cluster["id"])
     response = stack.call("PATCH", path, token=owner.access_token, json={"name": "taken"})
     assert response.status_code == 409, response.text
-    assert fetch(stack, owner, cluster["id"])["generation"] == 1
+    assert stack.get_cluster(owner, cluster["id"])["generation"] == 1
 
 
 @pytest.mark.parametrize(("patch", "field"), [
@@ -492,7 +402,7 @@ def test_patch_with_nothing_or_bad_fields_is_rejected(
 
 
 def test_scale_changes_instances_size_and_storage(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner, instances=1, size="db-s-1vcpu-2gb", storage_gb=20)["cluster"]
+    cluster = stack.create_cluster(owner, instances=1, size="db-s-1vcpu-2gb", storage_gb=20)["cluster"]
     path = cluster_path(owner.org_id, cluster["id"]) + "/scale"
     steps = [({"instances": 3}, (3, "db-s-1vcpu-2gb", 20)),
              ({"size": "db-s-4vcpu-8gb"}, (3, "db-s-4vcpu-8gb", 20)),
@@ -502,18 +412,18 @@ def test_scale_changes_instances_size_and_storage(stack: Stack, owner: Account) 
         response = stack.call("POST", path, token=owner.access_token, json=body)
         assert response.status_code == 202, response.text
         assert response.json()["operation"]["kind"] == "scale"
-        now = fetch(stack, owner, cluster["id"])
+        now = stack.get_cluster(owner, cluster["id"])
         assert (now["instances"], now["size"], now["storage_gb"]) == expected
         assert now["generation"] == generation
 
 
 def test_scale_cannot_shrink_storage(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner, storage_gb=100)["cluster"]
+    cluster = stack.create_cluster(owner, storage_gb=100)["cluster"]
     response = stack.call("POST", cluster_path(owner.org_id, cluster["id"]) + "/scale", token=owner.access_token,
                           json={"storage_gb": 99, "instances": 2})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "unprocessable"
-    after = fetch(stack, owner, cluster["id"])
+    after = stack.get_cluster(owner, cluster["id"])
     assert (after["storage_gb"], after["instances"], after["generation"]) == (100, 1, 1)
 
 
@@ -540,11 +450,11 @@ def test_scale_outside_the_catalog_or_with_nothing_to_change_is_rejected(
 
 
 def test_delete_is_refused_while_deletion_protection_is_on(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner, deletion_protection=True)["cluster"]
+    cluster = stack.create_cluster(owner, deletion_protection=True)["cluster"]
     path = cluster_path(owner.org_id, cluster["id"])
     refused = stack.call("DELETE", path, token=owner.access_token)
     assert refused.status_code == 409, refused.text
-    unchanged = fetch(stack, owner, cluster["id"])
+    unchanged = stack.get_cluster(owner, cluster["id"])
     assert (unchanged["status"], unchanged["generation"]) == ("pending", 1)
 
     assert stack.call("PATCH", path, token=owner.access_token, json={"deletion_protection": False}).status_code == 202
@@ -552,32 +462,32 @@ def test_delete_is_refused_while_deletion_protection_is_on(stack: Stack, owner: 
 
 
 def test_deleted_cluster_is_deleting_until_the_agent_reports_then_gone(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner)["cluster"]
+    cluster = stack.create_cluster(owner)["cluster"]
     path = cluster_path(owner.org_id, cluster["id"])
     response = stack.call("DELETE", path, token=owner.access_token)
     assert response.status_code == 202, response.text
     assert (response.json()["cluster"]["status"], response.json()["cluster"]["generation"]) == ("deleting", 2)
     assert (response.json()["operation"]["kind"], response.json()["operation"]["status"]) == ("delete", "pending")
-    assert fetch(stack, owner, cluster["id"])["status"] == "deleting"
-    assert [c["id"] for c in listing(stack, owner, clusters_path(owner.org_id))] == [cluster["id"]]
+    assert stack.get_cluster(owner, cluster["id"])["status"] == "deleting"
+    assert [c["id"] for c in stack.listing(clusters_path(owner.org_id), owner.access_token)] == [cluster["id"]]
 
-    report(stack, cluster["id"], observed_generation=2, phase="deleted", ready_instances=0)
+    stack.report(cluster["id"], observed_generation=2, phase="deleted", ready_instances=0)
 
     for suffix in ("", "/operations", "/credentials", "/metrics"):
         gone = stack.call("GET", path + suffix, token=owner.access_token)
         assert gone.status_code == 404, (suffix, gone.text)
     assert stack.call("DELETE", path, token=owner.access_token).status_code == 404
-    assert listing(stack, owner, clusters_path(owner.org_id)) == []
+    assert stack.listing(clusters_path(owner.org_id), owner.access_token) == []
 
 
 def test_a_cluster_being_deleted_takes_no_other_change(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner)["cluster"]
+    cluster = stack.create_cluster(owner)["cluster"]
     path = cluster_path(owner.org_id, cluster["id"])
     assert stack.call("DELETE", path, token=owner.access_token).status_code == 202
     assert stack.call("PATCH", path, token=owner.access_token, json={"name": "late"}).status_code == 409
     assert stack.call("POST", path + "/scale", token=owner.access_token, json={"instances": 2}).status_code == 409
     assert stack.call("DELETE", path, token=owner.access_token).status_code == 409
-    assert fetch(stack, owner, cluster["id"])["generation"] == 2
+    assert stack.get_cluster(owner, cluster["id"])["generation"] == 2
 
 
 # ----------------------------------------------------------------------------------------------- operations and jobs
@@ -588,7 +498,7 @@ def test_every_mutation_bumps_generation_records_an_operation_and_enqueues_a_sec
 ) -> None:
     s3_secret = "job-s3-secret-" + uuid.uuid4().hex
     started = int(time.time())
-    created = create(stack, owner, storage_tiers={"cold": s3_target(s3_secret)})
+    created = stack.create_cluster(owner, storage_tiers={"cold": s3_target(s3_secret)})
     cluster_id = created["cluster"]["id"]
     path = cluster_path(owner.org_id, cluster_id)
     answers = [created]
@@ -603,7 +513,7 @@ def test_every_mutation_bumps_generation_records_an_operation_and_enqueues_a_sec
 
     assert [a["cluster"]["generation"] for a in answers] == [1, 2, 3, 4]
     assert [a["operation"]["generation"] for a in answers] == [1, 2, 3, 4]
-    operations = listing(stack, owner, path + "/operations")
+    operations = stack.listing(path + "/operations", owner.access_token)
     assert [op["kind"] for op in operations] == ["delete", "scale", "update", "create"]
     assert [op["id"] for op in operations] == [a["operation"]["id"] for a in reversed(answers)]
     assert all(op["actor"] == f"user:{owner.user_id}" and op["cluster_id"] == cluster_id for op in operations)
@@ -628,20 +538,20 @@ def test_every_mutation_bumps_generation_records_an_operation_and_enqueues_a_sec
 
 
 def test_operations_list_is_paginated_newest_first(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner)["cluster"]
+    cluster = stack.create_cluster(owner)["cluster"]
     path = cluster_path(owner.org_id, cluster["id"])
     for instances in (2, 3, 4):
         scaled = stack.call("POST", path + "/scale", token=owner.access_token, json={"instances": instances})
         assert scaled.status_code == 202, scaled.text
     first = stack.call("GET", path + "/operations?limit=3", token=owner.access_token)
     assert first.status_code == 200 and len(first.json()["items"]) == 3 and first.json()["next_cursor"]
-    operations = listing(stack, owner, path + "/operations", limit=3)
+    operations = stack.listing(path + "/operations", owner.access_token, limit=3)
     assert [op["generation"] for op in operations] == [4, 3, 2, 1]
 
 
 def test_operation_of_another_cluster_is_not_found(stack: Stack, owner: Account) -> None:
-    one = create(stack, owner)
-    other = create(stack, owner)
+    one = stack.create_cluster(owner)
+    other = stack.create_cluster(owner)
     path = f"{cluster_path(owner.org_id, other['cluster']['id'])}/operations/{one['operation']['id']}"
     response = stack.call("GET", path, token=owner.access_token)
     assert response.status_code == 404, response.text
@@ -652,29 +562,30 @@ def test_operation_of_another_cluster_is_not_found(stack: Stack, owner: Account)
 
 def test_create_replays_the_original_answer_for_the_same_idempotency_key(stack: Stack, owner: Account) -> None:
     body, key = cluster_body(), {"Idempotency-Key": uuid.uuid4().hex}
-    first = post_cluster(stack, owner, body, key)
+    first = stack.post_cluster(owner, body, key)
     assert first.status_code == 202, first.text
     assert "Idempotent-Replayed" not in first.headers
     same_body_reordered = dict(reversed(list(body.items())))
-    replay = post_cluster(stack, owner, same_body_reordered, key)
+    replay = stack.post_cluster(owner, same_body_reordered, key)
     assert replay.status_code == 202, replay.text
     assert replay.headers.get("Idempotent-Replayed") == "true"
     assert replay.json() == first.json()
-    assert [c["id"] for c in listing(stack, owner, clusters_path(owner.org_id))] == [first.json()["cluster"]["id"]]
-    operations = listing(stack, owner, cluster_path(owner.org_id, first.json()["cluster"]["id"]) + "/operations")
+    cluster_id = first.json()["cluster"]["id"]
+    assert [c["id"] for c in stack.listing(clusters_path(owner.org_id), owner.access_token)] == [cluster_id]
+    operations = stack.listing(cluster_path(owner.org_id, cluster_id) + "/operations", owner.access_token)
     assert [op["id"] for op in operations] == [first.json()["operation"]["id"]]
 
 
 def test_create_with_a_used_idempotency_key_and_another_body_is_refused(stack: Stack, owner: Account) -> None:
     key = {"Idempotency-Key": uuid.uuid4().hex}
-    assert post_cluster(stack, owner, cluster_body(), key).status_code == 202
-    other = post_cluster(stack, owner, cluster_body(), key)
+    assert stack.post_cluster(owner, cluster_body(), key).status_code == 202
+    other = stack.post_cluster(owner, cluster_body(), key)
     assert other.status_code == 422, other.text
-    assert len(listing(stack, owner, clusters_path(owner.org_id))) == 1
+    assert len(stack.listing(clusters_path(owner.org_id), owner.access_token)) == 1
 
 
 def test_scale_replays_the_original_answer_for_the_same_idempotency_key(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner)["cluster"]
+    cluster = stack.create_cluster(owner)["cluster"]
     path = cluster_path(owner.org_id, cluster["id"]) + "/scale"
     key = {"Idempotency-Key": "scale-" + uuid.uuid4().hex}
     first = stack.call("POST", path, token=owner.access_token, json={"instances": 3}, headers=key)
@@ -683,25 +594,25 @@ def test_scale_replays_the_original_answer_for_the_same_idempotency_key(stack: S
     assert replay.status_code == 202, replay.text
     assert replay.headers.get("Idempotent-Replayed") == "true"
     assert replay.json() == first.json()
-    assert fetch(stack, owner, cluster["id"])["generation"] == 2
-    assert len(listing(stack, owner, cluster_path(owner.org_id, cluster["id"]) + "/operations")) == 2
+    assert stack.get_cluster(owner, cluster["id"])["generation"] == 2
+    assert len(stack.listing(cluster_path(owner.org_id, cluster["id"]) + "/operations", owner.access_token)) == 2
 
     other = stack.call("POST", path, token=owner.access_token, json={"instances": 4}, headers=key)
     assert other.status_code == 422, other.text
-    unchanged = fetch(stack, owner, cluster["id"])
+    unchanged = stack.get_cluster(owner, cluster["id"])
     assert (unchanged["instances"], unchanged["generation"]) == (3, 2)
 
 
 def test_different_users_use_the_same_idempotency_key_independently(stack: Stack, owner: Account) -> None:
     member = stack.join(owner, "member")
     key = {"Idempotency-Key": "shared-" + uuid.uuid4().hex}
-    mine = post_cluster(stack, owner, cluster_body(), key)
-    theirs = post_cluster(stack, member, cluster_body(), key)
+    mine = stack.post_cluster(owner, cluster_body(), key)
+    theirs = stack.post_cluster(member, cluster_body(), key)
     assert (mine.status_code, theirs.status_code) == (202, 202), theirs.text
     assert "Idempotent-Replayed" not in theirs.headers
     assert theirs.json()["cluster"]["id"] != mine.json()["cluster"]["id"]
     assert theirs.json()["operation"]["actor"] == f"user:{member.user_id}"
-    assert len(listing(stack, owner, clusters_path(owner.org_id))) == 2
+    assert len(stack.listing(clusters_path(owner.org_id), owner.access_token)) == 2
 
 
 # ----------------------------------------------------------------------------------------------- secrets
@@ -709,7 +620,7 @@ def test_different_users_use_the_same_idempotency_key_independently(stack: Stack
 
 def test_no_plaintext_password_or_s3_secret_is_stored(stack: Stack, owner: Account) -> None:
     cold, frozen = "cold-at-rest-" + uuid.uuid4().hex, "frozen-at-rest-" + uuid.uuid4().hex
-    cluster = create(stack, owner, storage_tiers={"cold": s3_target(cold)})["cluster"]
+    cluster = stack.create_cluster(owner, storage_tiers={"cold": s3_target(cold)})["cluster"]
     path = cluster_path(owner.org_id, cluster["id"])
     assert stack.call("PATCH", path, token=owner.access_token,
                       json={"storage_tiers": {"cold": s3_target(cold), "frozen": s3_target(frozen)}}).status_code == 202
@@ -719,7 +630,7 @@ def test_no_plaintext_password_or_s3_secret_is_stored(stack: Stack, owner: Accou
     password = desired["password"]
     assert len(password) >= 16
 
-    items = raw_items(stack)
+    items = stack.table_items()
     assert any(item["pk"]["S"] == f"CLUSTER#{cluster['id']}" and item["sk"]["S"] == "CLUSTER" for item in items)
     stored = json.dumps(items)
     for secret in (password, cold, frozen):
@@ -743,17 +654,17 @@ def test_public_responses_mask_the_s3_secret(stack: Stack, owner: Account) -> No
         assert response.status_code in (200, 202), response.text
         assert secret not in response.text
         assert S3_MASK in response.text
-    assert fetch(stack, owner, cluster_id)["storage_tiers"]["cold"]["secret_access_key"] == S3_MASK
+    assert stack.get_cluster(owner, cluster_id)["storage_tiers"]["cold"]["secret_access_key"] == S3_MASK
 
 
 def test_credentials_wait_for_an_endpoint_then_match_what_the_agent_got(stack: Stack, owner: Account) -> None:
-    cluster = create(stack, owner, instances=2)["cluster"]
+    cluster = stack.create_cluster(owner, instances=2)["cluster"]
     path = cluster_path(owner.org_id, cluster["id"]) + "/credentials"
     early = stack.call("GET", path, token=owner.access_token)
     assert early.status_code == 409, early.text
 
-    report(stack, cluster["id"], observed_generation=1, phase="ready", ready_instances=2,
-           endpoint={"host": "h.example", "port": 5432})
+    stack.report(cluster["id"], observed_generation=1, phase="ready", ready_instances=2,
+                 endpoint={"host": "h.example", "port": 5432})
     password = desired_state(stack, cluster["id"])["password"]
     admin = stack.join(owner, "admin")
     for account in (owner, admin):
@@ -769,7 +680,7 @@ def test_credentials_wait_for_an_endpoint_then_match_what_the_agent_got(stack: S
         refused = stack.call("GET", path, token=stack.join(owner, role).access_token)
         assert refused.status_code == 403, refused.text
         assert password not in refused.text
-    assert fetch(stack, owner, cluster["id"])["status"] == "running"
+    assert stack.get_cluster(owner, cluster["id"])["status"] == "running"
 
 
 # ----------------------------------------------------------------------------------------------- quota setting
@@ -777,14 +688,14 @@ def test_credentials_wait_for_an_endpoint_then_match_what_the_agent_got(stack: S
 
 def test_org_cluster_quota_setting_limits_live_clusters(tuned_stack: Stack) -> None:
     owner = tuned_stack.register()
-    kept = create(tuned_stack, owner)["cluster"]
-    dropped = create(tuned_stack, owner)["cluster"]
-    over = post_cluster(tuned_stack, owner, cluster_body())
+    kept = tuned_stack.create_cluster(owner)["cluster"]
+    dropped = tuned_stack.create_cluster(owner)["cluster"]
+    over = tuned_stack.post_cluster(owner, cluster_body())
     assert over.status_code == 409, over.text
     assert over.json()["error"]["code"] == "quota_exceeded"
 
     delete_completely(tuned_stack, owner, dropped["id"])
 
-    replacement = create(tuned_stack, owner)["cluster"]
-    live = listing(tuned_stack, owner, clusters_path(owner.org_id))
+    replacement = tuned_stack.create_cluster(owner)["cluster"]
+    live = tuned_stack.listing(clusters_path(owner.org_id), owner.access_token)
     assert {c["id"] for c in live} == {kept["id"], replacement["id"]}

@@ -8,7 +8,6 @@ import time
 import uuid
 from typing import Any
 
-import boto3
 import pytest
 
 from conftest import Account, Stack
@@ -41,12 +40,6 @@ def create(stack: Stack, inviter: Account, *, email: str | None = None, role: st
                       json={"email": email or new_email(), "role": role})
 
 
-def invite(stack: Stack, inviter: Account, *, email: str | None = None, role: str = "member") -> dict[str, Any]:
-    response = create(stack, inviter, email=email, role=role)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
 def accept(stack: Stack, account: Account, token: str) -> Any:
     return stack.call("POST", "/v1/invitations/accept", token=account.access_token, json={"token": token})
 
@@ -58,16 +51,8 @@ def register_with(stack: Stack, email: str, token: str) -> Any:
 
 
 def pending(stack: Stack, account: Account) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        query = "?limit=100" + (f"&cursor={cursor}" if cursor else "")
-        response = stack.call("GET", f"/v1/orgs/{account.org_id}/invitations{query}", token=account.access_token)
-        assert response.status_code == 200, response.text
-        items += response.json()["items"]
-        cursor = response.json().get("next_cursor")
-        if not cursor:
-            return items
+    """The pending invitations of `account`'s organization, as `account` lists them."""
+    return stack.listing(f"/v1/orgs/{account.org_id}/invitations", account.access_token)
 
 
 def role_of(stack: Stack, org_owner: Account, user_id: str) -> str | None:
@@ -100,7 +85,7 @@ def test_creation_returns_the_invitation_with_its_token_and_a_seven_day_expiry(s
 
 
 def test_the_token_appears_in_the_creation_response_only(stack: Stack, host: Account) -> None:
-    created = invite(stack, host, role="viewer")
+    created = stack.invite(host, role="viewer")
     listed = {i["id"]: i for i in pending(stack, host)}
     assert created["id"] in listed
     assert listed[created["id"]]["email"] == created["email"]
@@ -112,23 +97,15 @@ def test_the_token_appears_in_the_creation_response_only(stack: Stack, host: Acc
 
 
 def test_the_token_is_stored_only_as_a_hash(stack: Stack, host: Account) -> None:
-    created = invite(stack, host)
+    created = stack.invite(host)
     token = created["token"]
     secret = token.rsplit(".", 1)[-1]
-    dynamodb = boto3.client(
-        "dynamodb", endpoint_url=stack.env["AWS_ENDPOINT_URL"], region_name=stack.env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=stack.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=stack.env["AWS_SECRET_ACCESS_KEY"],
-    )
-    item = dynamodb.get_item(
-        TableName=stack.env["TABLE_NAME"], ConsistentRead=True,
-        Key={"pk": {"S": f"ORG#{host.org_id}"}, "sk": {"S": f"INVITE#{created['id']}"}},
-    )["Item"]
+    item = stack.raw_item(f"ORG#{host.org_id}", f"INVITE#{created['id']}")
+    assert item is not None
     assert item["email"]["S"] == created["email"]
     assert item["token_hash"]["S"] == hashlib.sha256(secret.encode()).hexdigest()
 
-    stored: list[str] = []
-    for page in dynamodb.get_paginator("scan").paginate(TableName=stack.env["TABLE_NAME"]):
-        stored += [str(value) for row in page["Items"] for value in row.values()]
+    stored = [str(value) for row in stack.table_items() for value in row.values()]
     assert not [value for value in stored if secret in value]
 
 
@@ -146,7 +123,7 @@ def test_admin_can_invite_up_to_admin(stack: Stack, admin: Account, role: str) -
 
 
 def test_owner_can_invite_an_owner(stack: Stack, host: Account) -> None:
-    assert invite(stack, host, role="owner")["role"] == "owner"
+    assert stack.invite(host, role="owner")["role"] == "owner"
 
 
 def test_member_cannot_invite(stack: Stack, host: Account, member: Account) -> None:
@@ -186,7 +163,7 @@ def test_invitation_role_defaults_to_member(stack: Stack, host: Account) -> None
 
 def test_revoked_invitation_cannot_be_accepted(stack: Stack, host: Account, admin: Account) -> None:
     guest = stack.register()
-    created = invite(stack, host, email=guest.email)
+    created = stack.invite(host, email=guest.email)
     revoked = stack.call("DELETE", f"/v1/orgs/{host.org_id}/invitations/{created['id']}", token=admin.access_token)
     assert revoked.status_code == 204, revoked.text
     assert created["id"] not in {i["id"] for i in pending(stack, host)}
@@ -198,7 +175,7 @@ def test_revoked_invitation_cannot_be_accepted(stack: Stack, host: Account, admi
 
 
 def test_revoking_twice_or_an_unknown_invitation_is_404(stack: Stack, host: Account) -> None:
-    created = invite(stack, host)
+    created = stack.invite(host)
     path = f"/v1/orgs/{host.org_id}/invitations/{created['id']}"
     assert stack.call("DELETE", path, token=host.access_token).status_code == 204
     assert stack.call("DELETE", path, token=host.access_token).status_code == 404
@@ -207,7 +184,7 @@ def test_revoking_twice_or_an_unknown_invitation_is_404(stack: Stack, host: Acco
 
 
 def test_an_invitation_cannot_be_revoked_through_another_org(stack: Stack, host: Account) -> None:
-    created = invite(stack, host)
+    created = stack.invite(host)
     other = stack.register()
     response = stack.call("DELETE", f"/v1/orgs/{other.org_id}/invitations/{created['id']}", token=other.access_token)
     assert response.status_code == 404, response.text
@@ -218,7 +195,7 @@ def test_an_invitation_cannot_be_revoked_through_another_org(stack: Stack, host:
 
 def test_accepting_joins_the_org_with_the_invited_role(stack: Stack, host: Account) -> None:
     guest = stack.register()
-    created = invite(stack, host, email=guest.email, role="viewer")
+    created = stack.invite(host, email=guest.email, role="viewer")
     response = accept(stack, guest, created["token"])
     assert response.status_code == 200, response.text
     assert response.json()["id"] == host.org_id
@@ -234,14 +211,14 @@ def test_accepting_joins_the_org_with_the_invited_role(stack: Stack, host: Accou
 
 def test_invitation_email_matches_case_insensitively(stack: Stack, host: Account) -> None:
     guest = stack.register()
-    created = invite(stack, host, email=guest.email.upper())
+    created = stack.invite(host, email=guest.email.upper())
     assert accept(stack, guest, created["token"]).status_code == 200
     assert role_of(stack, host, guest.user_id) == "member"
 
 
 def test_accepting_an_invitation_for_another_email_is_404_and_spends_nothing(stack: Stack, host: Account) -> None:
     intended, intruder = stack.register(), stack.register()
-    created = invite(stack, host, email=intended.email)
+    created = stack.invite(host, email=intended.email)
     response = accept(stack, intruder, created["token"])
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "not_found"
@@ -251,7 +228,7 @@ def test_accepting_an_invitation_for_another_email_is_404_and_spends_nothing(sta
 
 def test_an_invitation_is_single_use(stack: Stack, host: Account) -> None:
     guest = stack.register()
-    created = invite(stack, host, email=guest.email, role="member")
+    created = stack.invite(host, email=guest.email, role="member")
     assert accept(stack, guest, created["token"]).status_code == 200
     left = stack.call("DELETE", f"/v1/orgs/{host.org_id}/members/{guest.user_id}", token=guest.access_token)
     assert left.status_code == 204, left.text
@@ -263,7 +240,7 @@ def test_an_invitation_is_single_use(stack: Stack, host: Account) -> None:
 
 def test_a_tampered_token_is_404(stack: Stack, host: Account) -> None:
     guest = stack.register()
-    token = invite(stack, host, email=guest.email)["token"]
+    token = stack.invite(host, email=guest.email)["token"]
     org_id, invitation_id, secret = token.split(".")
     tampered = {
         "wrong secret": f"{org_id}.{invitation_id}.{secret[::-1]}",
@@ -281,21 +258,21 @@ def test_a_tampered_token_is_404(stack: Stack, host: Account) -> None:
 def test_an_existing_member_accepting_gets_409_and_keeps_their_role(
     stack: Stack, host: Account, member: Account,
 ) -> None:
-    created = invite(stack, host, email=member.email, role="admin")
+    created = stack.invite(host, email=member.email, role="admin")
     response = accept(stack, member, created["token"])
     assert response.status_code == 409, response.text
     assert role_of(stack, host, member.user_id) == "member"
 
 
 def test_accepting_requires_login(stack: Stack, host: Account) -> None:
-    created = invite(stack, host)
+    created = stack.invite(host)
     response = stack.call("POST", "/v1/invitations/accept", json={"token": created["token"]})
     assert response.status_code == 401, response.text
 
 
 def test_accepting_an_owner_invitation_makes_a_second_owner(stack: Stack, owner: Account) -> None:
     guest = stack.register()
-    created = invite(stack, owner, email=guest.email, role="owner")
+    created = stack.invite(owner, email=guest.email, role="owner")
     assert accept(stack, guest, created["token"]).status_code == 200
     left = stack.call("DELETE", f"/v1/orgs/{owner.org_id}/members/{owner.user_id}", token=owner.access_token)
     assert left.status_code == 204, left.text
@@ -307,7 +284,7 @@ def test_accepting_an_owner_invitation_makes_a_second_owner(stack: Stack, owner:
 
 def test_registering_with_an_invitation_joins_that_org_and_creates_none(stack: Stack, host: Account) -> None:
     email = new_email()
-    created = invite(stack, host, email=email, role="admin")
+    created = stack.invite(host, email=email, role="admin")
     response = register_with(stack, email, created["token"])
     assert response.status_code == 201, response.text
     body = response.json()
@@ -323,7 +300,7 @@ def test_registering_with_an_invitation_joins_that_org_and_creates_none(stack: S
 
 def test_a_registration_invitation_is_single_use(stack: Stack, host: Account) -> None:
     email = new_email()
-    created = invite(stack, host, email=email)
+    created = stack.invite(host, email=email)
     first = register_with(stack, email, created["token"])
     assert first.status_code == 201, first.text
     user = Account(user_id=first.json()["user"]["id"], email=email, password="", org_id=host.org_id,
@@ -337,7 +314,7 @@ def test_registering_with_an_invitation_for_another_email_is_404_and_creates_no_
     stack: Stack, host: Account,
 ) -> None:
     intended, other = new_email(), new_email()
-    created = invite(stack, host, email=intended)
+    created = stack.invite(host, email=intended)
     response = register_with(stack, other, created["token"])
     assert response.status_code == 404, response.text
     login = stack.call("POST", "/v1/auth/login", json={"email": other, "password": "a fine long password"})
@@ -347,7 +324,7 @@ def test_registering_with_an_invitation_for_another_email_is_404_and_creates_no_
 
 def test_registering_with_a_revoked_invitation_creates_no_account(stack: Stack, host: Account) -> None:
     email = new_email()
-    created = invite(stack, host, email=email)
+    created = stack.invite(host, email=email)
     revoked = stack.call("DELETE", f"/v1/orgs/{host.org_id}/invitations/{created['id']}", token=host.access_token)
     assert revoked.status_code == 204, revoked.text
     assert register_with(stack, email, created["token"]).status_code == 404
@@ -360,8 +337,8 @@ def test_registering_with_a_revoked_invitation_creates_no_account(stack: Stack, 
 def test_an_expired_invitation_is_gone(stack_factory: Any) -> None:
     short = stack_factory(INVITATION_TTL_SECONDS="1")
     inviter, guest, newcomer = short.register(), short.register(), new_email()
-    for_guest = invite(short, inviter, email=guest.email)
-    for_newcomer = invite(short, inviter, email=newcomer)
+    for_guest = short.invite(inviter, email=guest.email)
+    for_newcomer = short.invite(inviter, email=newcomer)
     assert for_guest["expires_at"] == for_guest["created_at"] + 1
     time.sleep(2.1)
 

@@ -6,50 +6,31 @@ instances are ready than desired after having been running; deleting → deleted
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 
-from conftest import ROOT, Account, Stack
-
-CLUSTERS = "/v1/orgs/{org}/clusters"
-
-
-@pytest.fixture(scope="module")
-def agent(stack: Stack) -> str:
-    """A live nyc1 agent token, created with the documented admin command."""
-    done = subprocess.run([sys.executable, "-m", "chalicelib.admin", "agent-token", "create", "--region", "nyc1"],
-                          cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()[-1]
+from conftest import Account, Stack, cluster_path, clusters_path
 
 
 class Cluster:
     """One cluster seen from both sides: its owner's public API and the region agent's reports."""
 
-    def __init__(self, stack: Stack, owner: Account, agent: str, **fields: Any) -> None:
-        self.stack, self.owner, self.agent = stack, owner, agent
-        self.name = fields.pop("name", f"c-{uuid.uuid4().hex[:10]}")
-        created = self._user("POST", CLUSTERS.format(org=owner.org_id), json={
-            "name": self.name, "region": "nyc1", "postgres_version": "17", "size": "db-s-1vcpu-2gb",
-            "instances": 1, "storage_gb": 10, **fields,
-        })
-        assert created.status_code == 202, created.text
-        self.id: str = created.json()["cluster"]["id"]
-        self.create_op: dict[str, Any] = created.json()["operation"]
-        self.path = f"{CLUSTERS.format(org=owner.org_id)}/{self.id}"
+    def __init__(self, stack: Stack, owner: Account, **fields: Any) -> None:
+        self.stack, self.owner = stack, owner
+        created = stack.create_cluster(owner, **fields)
+        self.id: str = created["cluster"]["id"]
+        self.name: str = created["cluster"]["name"]
+        self.create_op: dict[str, Any] = created["operation"]
+        self.path = cluster_path(owner.org_id, self.id)
 
     def _user(self, method: str, path: str, json: Any = None) -> Any:
         return self.stack.call(method, path, token=self.owner.access_token, json=json)
 
     def get(self) -> dict[str, Any]:
-        response = self._user("GET", self.path)
-        assert response.status_code == 200, response.text
-        return response.json()
+        return self.stack.get_cluster(self.owner, self.id)
 
     def operation(self, operation_id: str) -> dict[str, Any]:
         response = self._user("GET", f"{self.path}/operations/{operation_id}")
@@ -66,22 +47,20 @@ class Cluster:
         assert response.status_code == 202, response.text
         return response.json()
 
-    def report_raw(self, generation: int, phase: str, ready: int, **extra: Any) -> Any:
-        return self.stack.call("POST", f"/v1/agent/clusters/{self.id}/status", token=self.agent, json={
+    def report_raw(self, generation: int, phase: str, ready: int, **extra: Any) -> requests.Response:
+        return self.stack.call("POST", f"/v1/agent/clusters/{self.id}/status", token=self.stack.agent(), json={
             "observed_generation": generation, "phase": phase, "ready_instances": ready, **extra})
 
     def report(self, generation: int, phase: str, ready: int, **extra: Any) -> dict[str, Any]:
-        response = self.report_raw(generation, phase, ready, **extra)
-        assert response.status_code == 200, response.text
-        return response.json()
+        return self.stack.report(self.id, observed_generation=generation, phase=phase, ready_instances=ready, **extra)
 
 
 NewCluster = Callable[..., Cluster]
 
 
 @pytest.fixture
-def new_cluster(stack: Stack, owner: Account, agent: str) -> NewCluster:
-    return lambda **fields: Cluster(stack, owner, agent, **fields)
+def new_cluster(stack: Stack, owner: Account) -> NewCluster:
+    return lambda **fields: Cluster(stack, owner, **fields)
 
 
 ENDPOINT = {"host": "c1-rw.orochi.svc", "port": 5432}
@@ -169,7 +148,7 @@ def test_failed_report_fails_the_cluster_and_its_operation_with_the_reason(new_c
 
 
 def test_failed_report_fails_only_the_operation_of_the_reached_generation(new_cluster: NewCluster) -> None:
-    cluster = new_cluster()
+    cluster = new_cluster(storage_gb=10)
     cluster.report(1, "ready", 1, endpoint=ENDPOINT)
     scale_op = cluster.change("POST", "/scale", json={"storage_gb": 20})["operation"]
 
@@ -219,7 +198,7 @@ def test_deleted_report_for_a_cluster_not_being_deleted_is_unprocessable(new_clu
 
 
 def test_deleted_cluster_disappears_everywhere_and_its_name_can_be_reused(
-    stack: Stack, owner: Account, agent: str, new_cluster: NewCluster,
+    stack: Stack, owner: Account, new_cluster: NewCluster,
 ) -> None:
     cluster = new_cluster()
     cluster.report(1, "ready", 1, endpoint=ENDPOINT)
@@ -235,24 +214,13 @@ def test_deleted_cluster_disappears_everywhere_and_its_name_can_be_reused(
     assert stack.call("GET", cluster.path, token=owner.access_token).status_code == 404
     operation = stack.call("GET", f"{cluster.path}/operations/{delete_op['id']}", token=owner.access_token)
     assert operation.status_code == 404
-    listed = stack.call("GET", CLUSTERS.format(org=owner.org_id), token=owner.access_token).json()["items"]
+    listed = stack.call("GET", clusters_path(owner.org_id), token=owner.access_token).json()["items"]
     assert cluster.id not in {c["id"] for c in listed}
-    assert stack.call("GET", f"/v1/agent/clusters/{cluster.id}", token=agent).status_code == 404
-    assert cluster.id not in {c["id"] for c in _resync(stack, agent)}
+    assert stack.call("GET", f"/v1/agent/clusters/{cluster.id}", token=stack.agent()).status_code == 404
+    assert cluster.id not in {c["id"] for c in stack.listing("/v1/agent/clusters", stack.agent())}
     again = cluster.report_raw(2, "deleted", 0)
     assert again.status_code in (200, 404) and (again.status_code == 404 or again.json()["applied"] is False)
 
     reused = new_cluster(name=cluster.name)
     assert reused.id != cluster.id and reused.get()["status"] == "pending"
 
-
-def _resync(stack: Stack, agent: str) -> list[dict[str, Any]]:
-    items, cursor = [], None
-    while True:
-        path = "/v1/agent/clusters?limit=100" + (f"&cursor={cursor}" if cursor else "")
-        response = stack.call("GET", path, token=agent)
-        assert response.status_code == 200, response.text
-        items += response.json()["items"]
-        cursor = response.json().get("next_cursor")
-        if not cursor:
-            return items

@@ -45,23 +45,10 @@ def team(stack: Stack) -> Team:
     )
 
 
-def listing(stack: Stack, account: Account, path: str, *, limit: int = 100) -> list[dict[str, Any]]:
-    """Every item of a cursor-paginated listing, following `next_cursor` to the end."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        query = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
-        response = stack.call("GET", path + query, token=account.access_token)
-        assert response.status_code == 200, response.text
-        items += response.json()["items"]
-        cursor = response.json().get("next_cursor")
-        if not cursor:
-            return items
-
-
 def roles_in(stack: Stack, org_owner: Account) -> dict[str, str]:
     """user_id -> role for every member of `org_owner`'s organization, as its owner sees it."""
-    return {m["user_id"]: m["role"] for m in listing(stack, org_owner, f"/v1/orgs/{org_owner.org_id}/members")}
+    members = stack.listing(f"/v1/orgs/{org_owner.org_id}/members", org_owner.access_token)
+    return {m["user_id"]: m["role"] for m in members}
 
 
 def org_name(stack: Stack, account: Account) -> str:
@@ -71,15 +58,7 @@ def org_name(stack: Stack, account: Account) -> str:
 
 
 def invitation_ids(stack: Stack, org_owner: Account) -> set[str]:
-    return {i["id"] for i in listing(stack, org_owner, f"/v1/orgs/{org_owner.org_id}/invitations")}
-
-
-def invite(stack: Stack, org_owner: Account, *, role: str = "viewer", email: str | None = None) -> dict[str, Any]:
-    email = email or f"invitee-{uuid.uuid4().hex[:12]}@example.com"
-    response = stack.call("POST", f"/v1/orgs/{org_owner.org_id}/invitations", token=org_owner.access_token,
-                          json={"email": email, "role": role})
-    assert response.status_code == 201, response.text
-    return dict(response.json())
+    return {i["id"] for i in stack.listing(f"/v1/orgs/{org_owner.org_id}/invitations", org_owner.access_token)}
 
 
 def error_code(response: Any) -> str:
@@ -128,7 +107,7 @@ def _invite(stack: Stack, org_owner: Account) -> Attempt:
     email = f"matrix-{uuid.uuid4().hex[:12]}@example.com"
     path = f"/v1/orgs/{org_owner.org_id}/invitations"
     return Attempt("POST", path, {"email": email, "role": "viewer"},
-                   lambda: email in {i["email"] for i in listing(stack, org_owner, path)})
+                   lambda: email in {i["email"] for i in stack.listing(path, org_owner.access_token)})
 
 
 def _list_invitations(stack: Stack, org_owner: Account) -> Attempt:
@@ -136,7 +115,7 @@ def _list_invitations(stack: Stack, org_owner: Account) -> Attempt:
 
 
 def _revoke_invitation(stack: Stack, org_owner: Account) -> Attempt:
-    invitation_id = invite(stack, org_owner)["id"]
+    invitation_id = stack.invite(org_owner, role="viewer")["id"]
     return Attempt("DELETE", f"/v1/orgs/{org_owner.org_id}/invitations/{invitation_id}", None,
                    lambda: invitation_id not in invitation_ids(stack, org_owner))
 
@@ -223,7 +202,7 @@ def test_get_org_returns_it_with_the_callers_role(stack: Stack, team: Team, role
 
 def test_list_mine_shows_each_org_with_my_role(stack: Stack, team: Team) -> None:
     for role in ROLES:
-        orgs = listing(stack, team[role], "/v1/orgs")
+        orgs = stack.listing("/v1/orgs", team[role].access_token)
         assert [(o["id"], o["role"]) for o in orgs] == [(team.org_id, role)]
 
 
@@ -231,7 +210,7 @@ def test_list_mine_paginates_with_limit_and_cursor(stack: Stack) -> None:
     user = stack.register(organization_name="Home")
     hosts = [stack.register(organization_name=f"Host {n}") for n in (1, 2)]
     for host, role in zip(hosts, ("admin", "viewer")):
-        token = invite(stack, host, role=role, email=user.email)["token"]
+        token = stack.invite(host, role=role, email=user.email)["token"]
         accepted = stack.call("POST", "/v1/invitations/accept", token=user.access_token, json={"token": token})
         assert accepted.status_code == 200, accepted.text
 
@@ -251,7 +230,7 @@ def test_list_mine_paginates_with_limit_and_cursor(stack: Stack) -> None:
 
 def test_a_cursor_from_another_users_listing_is_rejected(stack: Stack, team: Team) -> None:
     user = stack.register()
-    token = invite(stack, team.owner, role="viewer", email=user.email)["token"]
+    token = stack.invite(team.owner, role="viewer", email=user.email)["token"]
     accepted = stack.call("POST", "/v1/invitations/accept", token=user.access_token, json={"token": token})
     assert accepted.status_code == 200, accepted.text
     cursor = stack.call("GET", "/v1/orgs?limit=1", token=user.access_token).json()["next_cursor"]
@@ -276,7 +255,7 @@ def test_rename_is_visible_to_every_member(stack: Stack, team: Team) -> None:
     assert response.json()["name"] == "Acme Data"
     assert response.json()["role"] == "admin"
     assert org_name(stack, team.viewer) == "Acme Data"
-    assert [o["name"] for o in listing(stack, team.member, "/v1/orgs")] == ["Acme Data"]
+    assert [o["name"] for o in stack.listing("/v1/orgs", team.member.access_token)] == ["Acme Data"]
 
 
 @pytest.mark.parametrize(
@@ -294,7 +273,7 @@ def test_rename_rejects_an_invalid_body_with_details(stack: Stack, team: Team, b
 # --- members ---------------------------------------------------------------------------------------
 
 def test_members_list_shows_everyone_with_email_name_and_role(stack: Stack, team: Team) -> None:
-    members = {m["user_id"]: m for m in listing(stack, team.viewer, f"/v1/orgs/{team.org_id}/members")}
+    members = {m["user_id"]: m for m in stack.listing(f"/v1/orgs/{team.org_id}/members", team.viewer.access_token)}
     for role in ROLES:
         account = team[role]
         assert members[account.user_id]["role"] == role
@@ -304,8 +283,8 @@ def test_members_list_shows_everyone_with_email_name_and_role(stack: Stack, team
 
 
 def test_members_list_paginates_without_gaps_or_duplicates(stack: Stack, team: Team) -> None:
-    everyone = listing(stack, team.owner, f"/v1/orgs/{team.org_id}/members", limit=100)
-    paged = listing(stack, team.owner, f"/v1/orgs/{team.org_id}/members", limit=2)
+    everyone = stack.listing(f"/v1/orgs/{team.org_id}/members", team.owner.access_token, limit=100)
+    paged = stack.listing(f"/v1/orgs/{team.org_id}/members", team.owner.access_token, limit=2)
     assert len(everyone) >= 4
     assert sorted(m["user_id"] for m in paged) == sorted(m["user_id"] for m in everyone)
 
@@ -397,7 +376,7 @@ def test_removed_member_loses_access_at_once(stack: Stack, team: Team) -> None:
     assert response.status_code == 204, response.text
     assert stack.call("GET", f"/v1/orgs/{team.org_id}", token=subject.access_token).status_code == 404
     assert stack.call("GET", f"/v1/orgs/{team.org_id}/members", token=subject.access_token).status_code == 404
-    assert listing(stack, subject, "/v1/orgs") == []
+    assert stack.listing("/v1/orgs", subject.access_token) == []
     again = stack.call("DELETE", f"/v1/orgs/{team.org_id}/members/{subject.user_id}", token=team.admin.access_token)
     assert again.status_code == 404, again.text
 
@@ -409,7 +388,7 @@ def test_member_may_leave(stack: Stack, team: Team, role: str) -> None:
     assert response.status_code == 204, response.text
     assert subject.user_id not in roles_in(stack, team.owner)
     assert stack.call("GET", f"/v1/orgs/{team.org_id}", token=subject.access_token).status_code == 404
-    assert listing(stack, subject, "/v1/orgs") == []
+    assert stack.listing("/v1/orgs", subject.access_token) == []
 
 
 # --- the last owner (each test on a fresh organization) -------------------------------------------

@@ -6,7 +6,7 @@ import json
 import re
 import time
 import uuid
-import boto3
+
 import pytest
 
 from conftest import send_together
@@ -14,18 +14,9 @@ from conftest import send_together
 PHC = re.compile(r"^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$")
 
 
-def dynamodb(stack):
-    return boto3.client(
-        "dynamodb", endpoint_url=stack.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    )
-
-
 def stored_hash(stack, user_id: str) -> str:
-    item = dynamodb(stack).get_item(
-        TableName=stack.env["TABLE_NAME"], Key={"pk": {"S": f"USER#{user_id}"}, "sk": {"S": "PROFILE"}},
-        ConsistentRead=True,
-    )["Item"]
+    item = stack.raw_item(f"USER#{user_id}", "PROFILE")
+    assert item is not None, user_id
     return item["password_hash"]["S"]
 
 
@@ -63,8 +54,7 @@ def test_password_is_stored_as_argon2id_phc_with_owasp_parameters(stack):
     assert memory >= 19 * 1024 and iterations >= 2 and lanes >= 1
     assert (memory, iterations, lanes) == (19 * 1024, 2, 1)  # the defaults
 
-    pages = dynamodb(stack).get_paginator("scan").paginate(TableName=stack.env["TABLE_NAME"])
-    items = [item for page in pages for item in page["Items"]]
+    items = stack.table_items()
     assert items and password not in json.dumps(items)
 
 

@@ -10,18 +10,11 @@ import time
 import uuid
 from typing import Any
 
-import boto3
 import pytest
 
-from conftest import ROOT, Account, Stack
+from conftest import ROOT, Stack, aws_client, cluster_path
 
-CLUSTERS = "/v1/orgs/{org}/clusters"
 REGIONS = ("nyc1", "sfo3", "fra1", "ams3", "sgp1")
-
-
-def sqs(env: dict[str, str]) -> Any:
-    return boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                        aws_access_key_id="test", aws_secret_access_key="test")
 
 
 def run(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,13 +28,9 @@ def fire_reaper(env: dict[str, str]) -> None:
     run("devstack.scheduler", env, "--once")
 
 
-def agent_token(env: dict[str, str], region: str) -> str:
-    return run("chalicelib.admin", env, "agent-token", "create", "--region", region).stdout.split()[-1]
-
-
 def jobs_on(env: dict[str, str], region: str) -> list[dict[str, Any]]:
     """Every job waiting on the region's queue of `env`, consumed."""
-    client, url = sqs(env), env["JOB_QUEUE_URL_TEMPLATE"].format(region=region)
+    client, url = aws_client(env, "sqs"), env["JOB_QUEUE_URL_TEMPLATE"].format(region=region)
     jobs: list[dict[str, Any]] = []
     while True:
         messages = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
@@ -51,15 +40,6 @@ def jobs_on(env: dict[str, str], region: str) -> list[dict[str, Any]]:
         for message in messages:
             jobs.append({**json.loads(message["Body"]), "group": message["Attributes"]["MessageGroupId"]})
             client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-
-
-def create_cluster(stack: Stack, owner: Account, region: str = "nyc1") -> dict[str, Any]:
-    response = stack.call("POST", CLUSTERS.format(org=owner.org_id), token=owner.access_token, json={
-        "name": f"c-{uuid.uuid4().hex[:10]}", "region": region, "postgres_version": "17",
-        "size": "db-s-1vcpu-2gb", "instances": 1, "storage_gb": 10,
-    })
-    assert response.status_code == 202, response.text
-    return response.json()
 
 
 def wait_until(epoch_second: int) -> None:
@@ -72,9 +52,9 @@ def broken(stack_factory: Any, stack_env: dict[str, str]) -> Stack:
     """A stack whose job queues do not exist: every enqueue fails, as in an SQS outage."""
     template = f"{stack_env['AWS_ENDPOINT_URL']}/123456789012/missing-{uuid.uuid4().hex[:8]}-{{region}}.fifo"
     stack = stack_factory(JOB_QUEUE_URL_TEMPLATE=template)
-    client = sqs(stack.env)
+    client = stack.sqs()
     for region in REGIONS:  # the stack's bootstrap created them; take them away
-        url = template.format(region=region)
+        url = stack.queue_url(region)
         client.delete_queue(QueueUrl=url)
         client.delete_queue(QueueUrl=url.replace(".fifo", "-dlq.fifo"))
     return stack
@@ -93,18 +73,16 @@ def test_failed_enqueue_still_creates_the_cluster_and_the_reaper_requeues_it(
     broken: Stack, restored: dict[str, str],
 ) -> None:
     owner = broken.register()
-    created = create_cluster(broken, owner, "fra1")
+    created = broken.create_cluster(owner, region="fra1")
     cluster = created["cluster"]
     assert (cluster["status"], cluster["generation"]) == ("pending", 1)
     assert created["operation"]["status"] == "pending"
-    client, queue_name = sqs(broken.env), broken.env["JOB_QUEUE_URL_TEMPLATE"].format(region="fra1").rsplit("/", 1)[1]
+    client, queue_name = broken.sqs(), broken.queue_url("fra1").rsplit("/", 1)[1]
     with pytest.raises(client.exceptions.QueueDoesNotExist):
         client.get_queue_url(QueueName=queue_name)
 
-    observed = create_cluster(broken, owner, "fra1")["cluster"]
-    report = broken.call("POST", f"/v1/agent/clusters/{observed['id']}/status", token=agent_token(broken.env, "fra1"),
-                         json={"observed_generation": 1, "phase": "provisioning", "ready_instances": 0})
-    assert report.status_code == 200, report.text
+    observed = broken.create_cluster(owner, region="fra1")["cluster"]
+    broken.report(observed["id"], region="fra1", observed_generation=1, phase="provisioning", ready_instances=0)
     assert jobs_on(restored, "fra1") == []
 
     wait_until(max(cluster["created_at"], observed["created_at"]) + 2)
@@ -119,9 +97,9 @@ def test_failed_enqueue_still_creates_the_cluster_and_the_reaper_requeues_it(
     assert observed["id"] not in {job["cluster_id"] for job in jobs}, "an observed generation was re-enqueued"
     assert {"password", "db_password"}.isdisjoint(job)
 
-    still = broken.call("GET", f"{CLUSTERS.format(org=owner.org_id)}/{cluster['id']}", token=owner.access_token).json()
+    still = broken.get_cluster(owner, cluster["id"])
     assert (still["status"], still["generation"]) == ("pending", 1)
-    operation = broken.call("GET", f"{CLUSTERS.format(org=owner.org_id)}/{cluster['id']}/operations/"
+    operation = broken.call("GET", f"{cluster_path(owner.org_id, cluster['id'])}/operations/"
                                    f"{created['operation']['id']}", token=owner.access_token).json()
     assert (operation["status"], operation.get("error")) == ("pending", None), "within its deadline: not failed"
 
@@ -129,16 +107,13 @@ def test_failed_enqueue_still_creates_the_cluster_and_the_reaper_requeues_it(
 def test_operation_past_its_deadline_is_failed_with_a_reason(stack_factory: Any) -> None:
     short = stack_factory(OPERATION_DEADLINE_SECONDS="1")
     owner = short.register()
-    stalled = create_cluster(short, owner)
-    settled = create_cluster(short, owner)
-    agent = agent_token(short.env, "nyc1")
-    done = short.call("POST", f"/v1/agent/clusters/{settled['cluster']['id']}/status", token=agent,
-                      json={"observed_generation": 1, "phase": "ready", "ready_instances": 1,
-                            "endpoint": {"host": "db.example.net", "port": 5432}})
-    assert done.status_code == 200 and done.json()["status"] == "running", done.text
+    stalled = short.create_cluster(owner)
+    settled = short.create_cluster(owner)
+    done = short.report(settled["cluster"]["id"], observed_generation=1, phase="ready", ready_instances=1,
+                        endpoint={"host": "db.example.net", "port": 5432})
+    assert done["status"] == "running", done
 
-    operation_path = (f"{CLUSTERS.format(org=owner.org_id)}/{stalled['cluster']['id']}"
-                      f"/operations/{stalled['operation']['id']}")
+    operation_path = f"{cluster_path(owner.org_id, stalled['cluster']['id'])}/operations/{stalled['operation']['id']}"
     assert short.call("GET", operation_path, token=owner.access_token).json()["status"] == "pending"
 
     wait_until(stalled["cluster"]["created_at"] + 2)
@@ -147,10 +122,9 @@ def test_operation_past_its_deadline_is_failed_with_a_reason(stack_factory: Any)
     operation = short.call("GET", operation_path, token=owner.access_token).json()
     assert operation["status"] == "failed"
     assert "not completed within 1 seconds" in operation["error"]
-    cluster = short.call("GET", f"{CLUSTERS.format(org=owner.org_id)}/{stalled['cluster']['id']}",
-                         token=owner.access_token).json()
+    cluster = short.get_cluster(owner, stalled["cluster"]["id"])
     assert stalled["operation"]["id"] in cluster["status_message"] and "timed out" in cluster["status_message"]
 
-    finished = short.call("GET", f"{CLUSTERS.format(org=owner.org_id)}/{settled['cluster']['id']}"
-                                 f"/operations/{settled['operation']['id']}", token=owner.access_token).json()
+    finished = short.call("GET", f"{cluster_path(owner.org_id, settled['cluster']['id'])}/operations/"
+                                 f"{settled['operation']['id']}", token=owner.access_token).json()
     assert (finished["status"], finished.get("error")) == ("succeeded", None)
