@@ -63,17 +63,10 @@ class World:
 @pytest.fixture(scope="module")
 def world(stack: Stack) -> World:
     user = stack.register(organization_name="Fuzzed Org")
-    agent = subprocess.run([sys.executable, "-m", "chalicelib.admin", "agent-token", "create", "--region", REGION],
-                           cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60)
-    assert agent.returncode == 0, agent.stderr
-    created = stack.call("POST", f"/v1/orgs/{user.org_id}/clusters", token=user.access_token, json={
-        "name": "fuzzed", "region": REGION, "postgres_version": "17", "size": "db-s-1vcpu-2gb",
-        "instances": 1, "storage_gb": 10,
-    })
-    assert created.status_code == 202, created.text
-    return World(user=user, agent_token=agent.stdout.split()[-1], known={
+    created = stack.create_cluster(user, name="fuzzed", region=REGION)
+    return World(user=user, agent_token=stack.agent(REGION), known={
         "org_id": user.org_id, "user_id": user.user_id,
-        "cluster_id": created.json()["cluster"]["id"], "operation_id": created.json()["operation"]["id"],
+        "cluster_id": created["cluster"]["id"], "operation_id": created["operation"]["id"],
     })
 
 
