@@ -15,6 +15,7 @@ run: $(STAMP)
 	$(PY) -m devstack.run
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check app.py chalicelib devstack infra bench tests
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -6,9 +6,9 @@ import gc
 # cold start (see docs/benchmarks.md). Everything built here lives as long as the process, so it is frozen.
 gc.disable()
 
-from typing import Any  # noqa: E402
+from typing import Any
 
-from chalice import Chalice, Rate  # noqa: E402
+from chalice import Chalice, Rate
 
 from chalicelib import agents, auth, cors, logs, reaper, web
 from chalicelib.routes import ROUTERS

@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 
 from chalicelib.routes import ROUTERS
 from chalicelib.web import Operation
-from conftest import ROOT, Account, Stack
+from conftest import Account, Stack
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
