@@ -16,7 +16,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check app.py chalicelib devstack infra bench tests
-	$(PY) -m pytest
+	$(PY) -m pytest -n 3 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
