@@ -300,3 +300,13 @@ def test_bundle_ships_bytecode_for_every_module(build: Path) -> None:
     assert "app.py" in sources and "chalicelib/web.py" in sources
     missing = {s for s in sources if importlib.util.cache_from_source(s) not in names}
     assert not missing, f"modules without bytecode: {sorted(missing)[:5]}"
+
+
+def test_answers_api_gateway_gives_itself_keep_the_error_shape(template: dict[str, Any]) -> None:
+    answers = {r["Properties"]["ResponseType"]: r["Properties"] for r in resources(template, "AWS::ApiGateway::GatewayResponse").values()}
+    assert set(answers) == {"MISSING_AUTHENTICATION_TOKEN", "DEFAULT_4XX", "DEFAULT_5XX"}
+    assert answers["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"] == "404"
+    for answer in answers.values():
+        body = answer["ResponseTemplates"]["application/json"]
+        assert '"error":{"code":' in body and '"request_id":"$context.requestId"' in body
+        assert answer["ResponseParameters"]["gatewayresponse.header.X-Request-ID"] == "context.requestId"
