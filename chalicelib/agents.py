@@ -191,7 +191,7 @@ def ingest_metrics(settings: Settings, agent: Principal, batch: MetricsBatch) ->
     clusters = cluster_store.clusters_by_id([s.cluster_id for s in batch.samples])
     for index, sample in enumerate(batch.samples):
         cluster = clusters.get(sample.cluster_id)
-        if cluster is None or cluster.region != agent.region:
+        if cluster is None or cluster.region != agent.region or cluster.status == "deleted":
             raise errors.NotFound(f"cluster {sample.cluster_id} not found",
                                   details=[{"field": f"samples.{index}.cluster_id", "message": "not a cluster of this region"}])
         if sample.at > at + MAX_CLOCK_SKEW or sample.at < at - settings.metrics_retention:

@@ -201,6 +201,19 @@ def test_metrics_sample_outside_the_retention_window_is_refused(stack: Stack, ow
         assert stack.raw_item(f"METRICS#{cluster['id']}", f"{at:010d}") is None
 
 
+def test_metrics_for_a_deleted_cluster_are_refused(stack: Stack, owner: Account) -> None:
+    created = stack.create_cluster(owner, region="nyc1")
+    cluster_id = created["cluster"]["id"]
+    deleting = stack.call("DELETE", cluster_path(owner.org_id, cluster_id), token=owner.access_token)
+    assert deleting.status_code == 202, deleting.text
+    stack.report(cluster_id, observed_generation=deleting.json()["cluster"]["generation"], phase="deleted", ready_instances=0)
+    at = int(time.time()) - 10
+    response = stack.call("POST", "/v1/agent/metrics", token=stack.agent("nyc1"), json={"samples": [
+        {"cluster_id": cluster_id, "at": at, "values": {"cpu_percent": 5.0}}]})
+    assert response.status_code == 404, response.text
+    assert stack.raw_item(f"METRICS#{cluster_id}", f"{at:010d}") is None
+
+
 def _agent_routes(cluster_id: str) -> list[tuple[str, str, Any]]:
     return [
         ("POST", "/v1/agent/heartbeat", {"agent_version": "1.0.0"}),
