@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
+
+from devstack.ports import wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 API_PORT = int(os.environ.get("API_PORT", "8000"))
@@ -24,18 +25,6 @@ API_PORT = int(os.environ.get("API_PORT", "8000"))
 def stage_environment(stage: str = "dev") -> dict[str, str]:
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     return {**config.get("environment_variables", {}), **config["stages"][stage].get("environment_variables", {})}
-
-
-def wait_for_port(host: str, port: int, *, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{process.args!r} exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"nothing listened on {host}:{port} after {timeout:.0f}s")
 
 
 def main() -> None:
@@ -61,14 +50,14 @@ def main() -> None:
     python = sys.executable
     moto = subprocess.Popen([python, "-m", "devstack.moto_server", "--host", host, "--port", str(moto_port)], cwd=ROOT, env=env)
     children.append(moto)
-    wait_for_port(host, moto_port, process=moto)
+    wait_for_port(moto_port, host=host, process=moto)
     subprocess.run([python, "-m", "devstack.bootstrap"], cwd=ROOT, env=env, check=True)
     chalice = str(Path(python).with_name("chalice"))
     api = subprocess.Popen(
         [chalice, "local", "--no-autoreload", "--stage", "dev", "--host", "127.0.0.1", "--port", str(API_PORT)], cwd=ROOT, env=env
     )
     children.append(api)
-    wait_for_port("127.0.0.1", API_PORT, process=api)
+    wait_for_port(API_PORT, process=api)
     children.append(subprocess.Popen([python, "-m", "devstack.scheduler"], cwd=ROOT, env=env))
     print(f"\nOrochi DB control plane is up.\n  API:       http://127.0.0.1:{API_PORT}  (try GET /health, /openapi.json)\n"
           f"  DynamoDB and SQS (moto): {env['AWS_ENDPOINT_URL']}\n  Scheduled functions: running (reaper every minute)\n"

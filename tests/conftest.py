@@ -12,7 +12,6 @@ import base64
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,33 +27,17 @@ import boto3
 import pytest
 import requests
 
+from devstack.ports import free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-0123456789"
 ENCRYPTION_KEY = "t1:" + base64.b64encode(b"k" * 32).decode()
 ALLOWED_ORIGINS = "http://localhost:3000,http://localhost:5173"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listened on port {port}")
-
-
 def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, process)
+    wait_for_port(port, process=process)
     return process
 
 
