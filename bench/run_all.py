@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.run_all            # or: make bench
     .venv/bin/python -m bench.run_all cold_start # only the named ones
+    .venv/bin/python -m bench.run_all dynamo_calls scale_independence endpoint_latency  # the cluster/agent ones
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 from bench.common import ROOT, machine
 
-BENCHMARKS = ["cold_start", "whatif", "dynamo_calls", "login_latency"]
+BENCHMARKS = ["cold_start", "whatif", "dynamo_calls", "login_latency", "scale_independence", "endpoint_latency"]
 
 
 def main() -> int:
