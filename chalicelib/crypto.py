@@ -100,9 +100,6 @@ class Cipher:
         except InvalidTag:
             raise ValueError("ciphertext failed authentication") from None
 
-    def key_id(self, token: str) -> str:
-        return token.partition(".")[0]
-
 
 @functools.cache
 def cipher(settings: Settings) -> Cipher:

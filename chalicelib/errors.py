@@ -75,8 +75,3 @@ class RateLimited(AppError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = max(1, retry_after)
-
-
-class Unavailable(AppError):
-    status = 503
-    code = "unavailable"
