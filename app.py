@@ -10,7 +10,7 @@ from typing import Any
 
 from chalice import Chalice, Rate
 
-from chalicelib import agents, auth, cors, logs, reaper, web
+from chalicelib import agents, auth, cors, logs, orgs, reaper, web
 from chalicelib.routes import ROUTERS
 from chalicelib.settings import get_settings
 from chalicelib.store import base as store
@@ -22,6 +22,7 @@ store.configure(table_name=settings.table_name)
 app = Chalice(app_name="orochi-control-plane")
 web.register_authenticator("user", auth.authenticate)
 web.register_authenticator("agent", agents.authenticate)
+web.register_authorizer(orgs.authorize)
 for router in ROUTERS:
     app.register_blueprint(router.blueprint)
 cors.install(app)

@@ -12,11 +12,11 @@ from urllib.parse import quote
 from pydantic import AfterValidator, Field, SecretStr, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from chalicelib import catalog, crypto, errors, jobs, lifecycle
-from chalicelib.orgs import authorize
-from chalicelib.principal import Principal
+from chalicelib.orgs import require
 from chalicelib.settings import Settings
 from chalicelib.shapes import Body, ListQuery, Out, Page
 from chalicelib.store import clusters as store
+from chalicelib.store.orgs import Member
 from chalicelib.store.base import now
 
 DATABASE = "app"
@@ -288,12 +288,12 @@ def seal_tiers(settings: Settings, cluster_id: str, tiers: StorageTiers | None) 
     return sealed or None
 
 
-def _actor(principal: Principal) -> str:
-    return f"user:{principal.id}"
+def _actor(member: Member) -> str:
+    return f"user:{member.user_id}"
 
 
-def create(settings: Settings, principal: Principal, org_id: str, body: ClusterCreate) -> Mutation:
-    authorize(principal, org_id, "clusters:write")
+def create(settings: Settings, member: Member, body: ClusterCreate) -> Mutation:
+    org_id = member.org_id
     at, cluster_id = now(), crypto.new_id("cls")
     cluster = store.Cluster(
         *store.Cluster.key(cluster_id), id=cluster_id, org_id=org_id, name=body.name, region=body.region,
@@ -306,7 +306,7 @@ def create(settings: Settings, principal: Principal, org_id: str, body: ClusterC
         version=0, created_at=at, updated_at=at,
     )
     cluster.index_live()
-    operation = lifecycle.begin_change(settings, cluster, kind="create", actor=_actor(principal), at=at)
+    operation = lifecycle.begin_change(settings, cluster, kind="create", actor=_actor(member), at=at)
     store.create(cluster=cluster, operation=operation, quota=settings.org_cluster_quota)
     _enqueue(settings, cluster, at)
     return Mutation(cluster, operation)
@@ -326,20 +326,18 @@ def load(org_id: str, cluster_id: str) -> store.Cluster:
     return cluster
 
 
-def get(principal: Principal, org_id: str, cluster_id: str) -> store.Cluster:
-    authorize(principal, org_id, "clusters:read")
-    return load(org_id, cluster_id)
+def get(member: Member, cluster_id: str) -> store.Cluster:
+    return load(member.org_id, cluster_id)
 
 
-def list_clusters(principal: Principal, org_id: str, query: ClusterListQuery) -> Page[ClusterOut]:
-    authorize(principal, org_id, "clusters:read")
-    items, cursor = store.clusters_of_org(org_id, limit=query.limit, cursor=query.cursor, status=query.status)
+def list_clusters(member: Member, query: ClusterListQuery) -> Page[ClusterOut]:
+    items, cursor = store.clusters_of_org(member.org_id, limit=query.limit, cursor=query.cursor, status=query.status)
     return Page[ClusterOut](items=[cluster_out(c) for c in items], next_cursor=cursor)
 
 
 def mutate(
-    settings: Settings, principal: Principal | None, org_id: str, cluster_id: str, *,
-    kind: str, change: Callable[[store.Cluster], str | None], if_match: str | None, actor: str | None = None,
+    settings: Settings, org_id: str, cluster_id: str, *,
+    kind: str, change: Callable[[store.Cluster], str | None], if_match: str | None, actor: str,
 ) -> Mutation:
     """Apply `change` to the latest record as one conditional write that bumps the generation, then enqueue.
 
@@ -354,7 +352,7 @@ def mutate(
             raise errors.Conflict("the cluster is being deleted")
         expected, at = cluster.version, now()
         renamed_from = change(cluster)
-        operation = lifecycle.begin_change(settings, cluster, kind=kind, actor=actor or _actor(principal), at=at)  # type: ignore[arg-type]
+        operation = lifecycle.begin_change(settings, cluster, kind=kind, actor=actor, at=at)
         try:
             store.save(cluster, expected_version=expected, new_operations=(operation,), renamed_from=renamed_from, at=at)
         except store.VersionConflict:
@@ -366,12 +364,10 @@ def mutate(
     raise errors.Conflict("the cluster is being changed concurrently; retry")
 
 
-def update(settings: Settings, principal: Principal, org_id: str, cluster_id: str, body: ClusterPatch,
-           if_match: str | None) -> Mutation:
-    authorize(principal, org_id, "clusters:write")
+def update(settings: Settings, member: Member, cluster_id: str, body: ClusterPatch, if_match: str | None) -> Mutation:
     given = body.model_fields_set
     if "deletion_protection" in given and body.deletion_protection is False:
-        authorize(principal, org_id, "clusters:delete")
+        require(member, "clusters:delete")
 
     def change(cluster: store.Cluster) -> str | None:
         previous = cluster.name
@@ -388,7 +384,8 @@ def update(settings: Settings, principal: Principal, org_id: str, cluster_id: st
             cluster.deletion_protection = body.deletion_protection
         return previous if cluster.name != previous else None
 
-    return mutate(settings, principal, org_id, cluster_id, kind="update", change=change, if_match=if_match)
+    return mutate(settings, member.org_id, cluster_id, kind="update", change=change, if_match=if_match,
+                  actor=_actor(member))
 
 
 def _check_autoscaling(cluster: store.Cluster) -> None:
@@ -397,9 +394,7 @@ def _check_autoscaling(cluster: store.Cluster) -> None:
         raise errors.Unprocessable("autoscaling.max_storage_gb is below the cluster's current storage_gb")
 
 
-def scale(settings: Settings, principal: Principal, org_id: str, cluster_id: str, body: ScaleRequest,
-          if_match: str | None) -> Mutation:
-    authorize(principal, org_id, "clusters:write")
+def scale(settings: Settings, member: Member, cluster_id: str, body: ScaleRequest, if_match: str | None) -> Mutation:
 
     def change(cluster: store.Cluster) -> None:
         if body.storage_gb is not None:
@@ -415,48 +410,46 @@ def scale(settings: Settings, principal: Principal, org_id: str, cluster_id: str
             cluster.instances = body.instances
         return None
 
-    return mutate(settings, principal, org_id, cluster_id, kind="scale", change=change, if_match=if_match)
+    return mutate(settings, member.org_id, cluster_id, kind="scale", change=change, if_match=if_match,
+                  actor=_actor(member))
 
 
-def delete(settings: Settings, principal: Principal, org_id: str, cluster_id: str, if_match: str | None) -> Mutation:
-    authorize(principal, org_id, "clusters:delete")
+def delete(settings: Settings, member: Member, cluster_id: str, if_match: str | None) -> Mutation:
 
     def change(cluster: store.Cluster) -> None:
         if cluster.deletion_protection:
             raise errors.Conflict("deletion protection is on; turn it off with PATCH first")
         return None
 
-    return mutate(settings, principal, org_id, cluster_id, kind="delete", change=change, if_match=if_match)
+    return mutate(settings, member.org_id, cluster_id, kind="delete", change=change, if_match=if_match,
+                  actor=_actor(member))
 
 
-def list_operations(principal: Principal, org_id: str, cluster_id: str, query: ListQuery) -> Page[OperationOut]:
-    authorize(principal, org_id, "clusters:read")
-    load(org_id, cluster_id)
+def list_operations(member: Member, cluster_id: str, query: ListQuery) -> Page[OperationOut]:
+    load(member.org_id, cluster_id)
     items, cursor = store.operations_of(cluster_id, limit=query.limit, cursor=query.cursor)
     return Page[OperationOut](items=[operation_out(op) for op in items], next_cursor=cursor)
 
 
-def get_operation(principal: Principal, org_id: str, cluster_id: str, operation_id: str) -> OperationOut:
-    authorize(principal, org_id, "clusters:read")
-    load(org_id, cluster_id)
+def get_operation(member: Member, cluster_id: str, operation_id: str) -> OperationOut:
+    load(member.org_id, cluster_id)
     operation = store.get_operation(cluster_id, operation_id)
     if operation is None:
         raise errors.NotFound("operation not found")
     return operation_out(operation)
 
 
-def credentials(settings: Settings, principal: Principal, org_id: str, cluster_id: str, *,
+def credentials(settings: Settings, member: Member, cluster_id: str, *,
                 request_id: str, source_ip: str) -> CredentialsOut:
     """The database credentials, once the agent has reported an endpoint; every read is audited."""
-    authorize(principal, org_id, "clusters:credentials")
-    cluster = load(org_id, cluster_id)
+    cluster = load(member.org_id, cluster_id)
     if not cluster.endpoint_host or not cluster.endpoint_port:
         raise errors.Conflict("the cluster has no endpoint yet; try again when it is running")
     password = crypto.cipher(settings).decrypt(cluster.db_password, context=f"cluster:{cluster.id}:db_password")
     at = now()
     store.record_audit(store.AuditEntry(
         f"CLUSTER#{cluster.id}", f"AUDIT#{at:010d}#{crypto.new_id('aud')}", cluster_id=cluster.id,
-        action="credentials.read", actor=_actor(principal), request_id=request_id, source_ip=source_ip or None, at=at,
+        action="credentials.read", actor=_actor(member), request_id=request_id, source_ip=source_ip or None, at=at,
     ))
     host, port = cluster.endpoint_host, int(cluster.endpoint_port)
     return CredentialsOut(
@@ -465,8 +458,7 @@ def credentials(settings: Settings, principal: Principal, org_id: str, cluster_i
     )
 
 
-def metrics(principal: Principal, org_id: str, cluster_id: str, query: MetricsQuery) -> Page[MetricsSampleOut]:
-    authorize(principal, org_id, "clusters:read")
-    load(org_id, cluster_id)
+def metrics(member: Member, cluster_id: str, query: MetricsQuery) -> Page[MetricsSampleOut]:
+    load(member.org_id, cluster_id)
     samples = store.metrics_of(cluster_id, since=now() - query.window_seconds, limit=query.limit)
     return Page[MetricsSampleOut](items=[MetricsSampleOut(at=s.at, values=s.values) for s in samples])

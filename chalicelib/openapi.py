@@ -70,6 +70,8 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     if op.body is not None:
         spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[op.body]}}}
     spec["security"] = [{_SECURITY[op.auth]: []}] if op.auth in _SECURITY else []
+    if op.permission is not None:
+        spec["x-permission"] = op.permission
     return spec
 
 

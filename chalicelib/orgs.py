@@ -71,13 +71,21 @@ class InvitationAccept(Body):
 
 
 def authorize(principal: Principal, org_id: str, action: str) -> store.Member:
-    """The caller's membership if their role allows `action`; NotFound for non-members."""
+    """The caller's membership if their role allows `action`; NotFound for non-members (they learn nothing).
+
+    Routes declare their action (`permission=`) and the web layer calls this before the domain does anything.
+    """
     member = store.get_member(org_id, principal.id)
     if member is None:
         raise errors.NotFound("organization not found")
+    require(member, action)
+    return member
+
+
+def require(member: store.Member, action: str) -> None:
+    """Forbidden unless `member`'s role allows `action` (for rules that depend on the request's content)."""
     if RANK[member.role] < RANK[PERMISSIONS[action]]:
         raise errors.Forbidden(f"your role ({member.role}) does not allow {action}")
-    return member
 
 
 def organization_out(org: store.Org, role: str | None = None) -> OrganizationOut:
@@ -91,31 +99,28 @@ def list_mine(principal: Principal, query: ListQuery) -> Page[OrganizationOut]:
     return Page[OrganizationOut](items=items, next_cursor=cursor)
 
 
-def get(principal: Principal, org_id: str) -> OrganizationOut:
-    member = authorize(principal, org_id, "org:read")
-    org = store.get_org(org_id)
+def get(member: store.Member) -> OrganizationOut:
+    org = store.get_org(member.org_id)
     if org is None:
         raise errors.NotFound("organization not found")
     return organization_out(org, member.role)
 
 
-def rename(principal: Principal, org_id: str, body: OrgRename) -> OrganizationOut:
-    member = authorize(principal, org_id, "org:rename")
-    return organization_out(store.rename_org(org_id, body.name), member.role)
+def rename(member: store.Member, body: OrgRename) -> OrganizationOut:
+    return organization_out(store.rename_org(member.org_id, body.name), member.role)
 
 
 def member_out(member: store.Member) -> MemberOut:
     return MemberOut(user_id=member.user_id, email=member.email, name=member.name, role=member.role, joined_at=member.created_at)  # type: ignore[arg-type]
 
 
-def list_members(principal: Principal, org_id: str, query: ListQuery) -> Page[MemberOut]:
-    authorize(principal, org_id, "members:read")
-    members, cursor = store.members_of(org_id, limit=query.limit, cursor=query.cursor)
+def list_members(member: store.Member, query: ListQuery) -> Page[MemberOut]:
+    members, cursor = store.members_of(member.org_id, limit=query.limit, cursor=query.cursor)
     return Page[MemberOut](items=[member_out(m) for m in members], next_cursor=cursor)
 
 
-def _target(actor: store.Member, org_id: str, user_id: str) -> store.Member:
-    target = store.get_member(org_id, user_id)
+def _target(actor: store.Member, user_id: str) -> store.Member:
+    target = store.get_member(actor.org_id, user_id)
     if target is None:
         raise errors.NotFound("member not found")
     if RANK[target.role] > RANK[actor.role]:
@@ -123,9 +128,8 @@ def _target(actor: store.Member, org_id: str, user_id: str) -> store.Member:
     return target
 
 
-def change_role(principal: Principal, org_id: str, user_id: str, body: RoleChange) -> MemberOut:
-    actor = authorize(principal, org_id, "members:manage")
-    target = _target(actor, org_id, user_id)
+def change_role(actor: store.Member, user_id: str, body: RoleChange) -> MemberOut:
+    target = _target(actor, user_id)
     if RANK[body.role] > RANK[actor.role]:
         raise errors.Forbidden(f"an {actor.role} cannot grant the {body.role} role")
     if target.role != body.role:
@@ -134,12 +138,13 @@ def change_role(principal: Principal, org_id: str, user_id: str, body: RoleChang
     return member_out(target)
 
 
-def remove_member(principal: Principal, org_id: str, user_id: str) -> None:
+def remove_member(actor: store.Member, user_id: str) -> None:
     """Owners and admins remove members up to their own rank; anyone may leave. The last owner stays."""
-    if user_id == principal.id:
-        target = authorize(principal, org_id, "org:read")
+    if user_id == actor.user_id:
+        target = actor
     else:
-        target = _target(authorize(principal, org_id, "members:manage"), org_id, user_id)
+        require(actor, "members:manage")
+        target = _target(actor, user_id)
     store.remove_member(target)
 
 
@@ -150,30 +155,28 @@ def invitation_out(invitation: store.Invitation, token: str | None = None) -> In
     )
 
 
-def invite(settings: Settings, principal: Principal, org_id: str, body: InvitationCreate) -> InvitationOut:
+def invite(settings: Settings, actor: store.Member, body: InvitationCreate) -> InvitationOut:
     """Create an invitation; its token is returned here only and stored hashed."""
-    actor = authorize(principal, org_id, "invitations:manage")
+    org_id = actor.org_id
     if RANK[body.role] > RANK[actor.role]:
         raise errors.Forbidden(f"an {actor.role} cannot invite an {body.role}")
     invitation_id, secret, at = crypto.new_id("inv"), crypto.new_secret(), now()
     invitation = store.Invitation(
         *store.Invitation.key(org_id, invitation_id), id=invitation_id, org_id=org_id, email=body.email,
-        role=body.role, token_hash=crypto.token_hash(secret), invited_by=principal.id,
+        role=body.role, token_hash=crypto.token_hash(secret), invited_by=actor.user_id,
         created_at=at, expires_at=at + settings.invitation_ttl, expires_ttl=at + settings.invitation_ttl,
     )
     store.put_invitation(invitation)
     return invitation_out(invitation, token=f"{org_id}.{invitation_id}.{secret}")
 
 
-def list_invitations(principal: Principal, org_id: str, query: ListQuery) -> Page[InvitationOut]:
-    authorize(principal, org_id, "invitations:manage")
-    invitations, cursor = store.invitations_of(org_id, limit=query.limit, cursor=query.cursor)
+def list_invitations(member: store.Member, query: ListQuery) -> Page[InvitationOut]:
+    invitations, cursor = store.invitations_of(member.org_id, limit=query.limit, cursor=query.cursor)
     return Page[InvitationOut](items=[invitation_out(i) for i in invitations], next_cursor=cursor)
 
 
-def revoke_invitation(principal: Principal, org_id: str, invitation_id: str) -> None:
-    authorize(principal, org_id, "invitations:manage")
-    store.delete_invitation(org_id, invitation_id)
+def revoke_invitation(member: store.Member, invitation_id: str) -> None:
+    store.delete_invitation(member.org_id, invitation_id)
 
 
 def redeemable_invitation(token: str, *, email: str) -> store.Invitation:

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from chalice import Blueprint, Response
 from chalice.app import Request
@@ -24,6 +24,9 @@ from chalicelib import errors, idempotency
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings, get_settings
 from chalicelib.store.base import request_scope
+
+if TYPE_CHECKING:
+    from chalicelib.store.orgs import Member
 
 log = logging.getLogger("orochi.web")
 
@@ -46,11 +49,18 @@ class Call(Generic[B]):
     principal: Principal | None
     headers: dict[str, str]
     source_ip: str
+    membership: Member | None = None
 
     @property
     def user(self) -> Principal:
         assert self.principal is not None and self.principal.kind == "user"
         return self.principal
+
+    @property
+    def member(self) -> Member:
+        """The caller's membership of the organization in the path (routes that declare a permission)."""
+        assert self.membership is not None
+        return self.membership
 
     @property
     def agent(self) -> Principal:
@@ -82,10 +92,13 @@ class Operation:
     errors: tuple[int, ...]
     headers: tuple[str, ...]
     idempotent: bool
+    permission: str | None
 
 
 Authenticator = Callable[[Settings, str, dict[str, str]], Principal]
+Authorizer = Callable[[Principal, str, str], "Member"]
 _authenticators: dict[str, Authenticator] = {}
+_authorizers: list[Authorizer] = []
 
 
 def register_authenticator(kind: Literal["user", "agent"], authenticator: Authenticator) -> None:
@@ -94,6 +107,12 @@ def register_authenticator(kind: Literal["user", "agent"], authenticator: Authen
     It may read ahead, in the same round trip as its own lookup, the items the path names.
     """
     _authenticators[kind] = authenticator
+
+
+def register_authorizer(authorizer: Authorizer) -> None:
+    """`authorizer(principal, org_id, permission)` returns the caller's membership (handed to the route as
+    `call.member`) or raises NotFound / Forbidden. Routes under /v1/orgs/{org_id} name their permission."""
+    _authorizers[:] = [authorizer]
 
 
 class Router:
@@ -117,6 +136,7 @@ class Router:
         errors: tuple[int, ...] = (),
         headers: tuple[str, ...] = (),
         idempotent: bool = False,
+        permission: str | None = None,
     ) -> Callable[[Callable[[Call[Any]], Any]], Callable[[Call[Any]], Any]]:
         def declare(handler: Callable[[Call[Any]], Any]) -> Callable[[Call[Any]], Any]:
             operation = Operation(
@@ -124,6 +144,7 @@ class Router:
                 summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip().splitlines()[0],
                 body=body, query=query, response=response, errors=errors,
                 headers=(*headers, "Idempotency-Key") if idempotent else headers, idempotent=idempotent,
+                permission=permission,
             )
             self.operations.append(operation)
 
@@ -160,6 +181,8 @@ def _serve_in_scope(operation: Operation, request: Request, params: dict[str, st
             headers={k.lower(): v for k, v in request.headers.items()},
             source_ip=(request.context.get("identity") or {}).get("sourceIp", ""),
         )
+        if operation.permission is not None and principal is not None:
+            call.membership = _authorizers[0](principal, params["org_id"], operation.permission)
         key = call.headers.get(idempotency.HEADER)
         if not (operation.idempotent and key is not None and principal is not None):
             return _answer(operation, call).response()

@@ -615,6 +615,18 @@ def test_different_users_use_the_same_idempotency_key_independently(stack: Stack
     assert len(stack.listing(clusters_path(owner.org_id), owner.access_token)) == 2
 
 
+def test_idempotent_replay_is_authorized_again(stack: Stack, owner: Account) -> None:
+    member = stack.join(owner, "member")
+    body, key = cluster_body(), {"Idempotency-Key": "removed-" + uuid.uuid4().hex}
+    assert stack.post_cluster(member, body, key).status_code == 202
+    removed = stack.call("DELETE", f"/v1/orgs/{owner.org_id}/members/{member.user_id}", token=owner.access_token)
+    assert removed.status_code == 204, removed.text
+
+    replay = stack.post_cluster(member, body, key)
+    assert replay.status_code == 404, replay.text
+    assert "Idempotent-Replayed" not in replay.headers
+
+
 # ----------------------------------------------------------------------------------------------- secrets
 
 

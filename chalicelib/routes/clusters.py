@@ -21,74 +21,72 @@ def get_catalog(call: Call[Any]) -> catalog.CatalogOut:
     return catalog.catalog(call.settings)
 
 
-@router.route("POST", "/v1/orgs/{org_id}/clusters", status=202, body=clusters.ClusterCreate,
+@router.route("POST", "/v1/orgs/{org_id}/clusters", permission="clusters:write", status=202, body=clusters.ClusterCreate,
               response=clusters.MutationOut, errors=(403, 404, 409, 422), idempotent=True)
 def create_cluster(call: Call[clusters.ClusterCreate]) -> Reply:
     """Create a cluster (member and above)"""
-    return _accepted(clusters.create(call.settings, call.user, call.params["org_id"], call.body))
+    return _accepted(clusters.create(call.settings, call.member, call.body))
 
 
-@router.route("GET", "/v1/orgs/{org_id}/clusters", query=clusters.ClusterListQuery,
+@router.route("GET", "/v1/orgs/{org_id}/clusters", permission="clusters:read", query=clusters.ClusterListQuery,
               response=Page[clusters.ClusterOut], errors=(404,))
 def list_clusters(call: Call[Any]) -> Page[clusters.ClusterOut]:
     """The organization's live clusters"""
-    return clusters.list_clusters(call.user, call.params["org_id"], call.query)
+    return clusters.list_clusters(call.member, call.query)
 
 
-@router.route("GET", CLUSTER, response=clusters.ClusterOut, errors=(404,))
+@router.route("GET", CLUSTER, permission="clusters:read", response=clusters.ClusterOut, errors=(404,))
 def get_cluster(call: Call[Any]) -> Reply:
     """One cluster, with its ETag"""
-    cluster = clusters.get(call.user, call.params["org_id"], call.params["cluster_id"])
+    cluster = clusters.get(call.member, call.params["cluster_id"])
     return Reply(clusters.cluster_out(cluster), headers={"ETag": clusters.etag(cluster)})
 
 
-@router.route("PATCH", CLUSTER, status=202, body=clusters.ClusterPatch, response=clusters.MutationOut,
+@router.route("PATCH", CLUSTER, permission="clusters:write", status=202, body=clusters.ClusterPatch, response=clusters.MutationOut,
               errors=(403, 404, 409, 412, 422), headers=("If-Match",))
 def update_cluster(call: Call[clusters.ClusterPatch]) -> Reply:
     """Change name, IP allowlist, autoscaling, storage tiers or deletion protection"""
-    return _accepted(clusters.update(call.settings, call.user, call.params["org_id"], call.params["cluster_id"],
-                                     call.body, call.headers.get("if-match")))
-
-
-@router.route("POST", CLUSTER + "/scale", status=202, body=clusters.ScaleRequest, response=clusters.MutationOut,
-              errors=(403, 404, 409, 412, 422), headers=("If-Match",), idempotent=True)
-def scale_cluster(call: Call[clusters.ScaleRequest]) -> Reply:
-    """Change instances, size or storage (storage only grows)"""
-    return _accepted(clusters.scale(call.settings, call.user, call.params["org_id"], call.params["cluster_id"],
-                                    call.body, call.headers.get("if-match")))
-
-
-@router.route("DELETE", CLUSTER, status=202, response=clusters.MutationOut, errors=(403, 404, 409, 412),
-              headers=("If-Match",))
-def delete_cluster(call: Call[Any]) -> Reply:
-    """Delete a cluster (admin and above; refused while deletion protection is on)"""
-    return _accepted(clusters.delete(call.settings, call.user, call.params["org_id"], call.params["cluster_id"],
+    return _accepted(clusters.update(call.settings, call.member, call.params["cluster_id"], call.body,
                                      call.headers.get("if-match")))
 
 
-@router.route("GET", CLUSTER + "/operations", query=ListQuery, response=Page[clusters.OperationOut], errors=(404,))
+@router.route("POST", CLUSTER + "/scale", permission="clusters:write", status=202, body=clusters.ScaleRequest, response=clusters.MutationOut,
+              errors=(403, 404, 409, 412, 422), headers=("If-Match",), idempotent=True)
+def scale_cluster(call: Call[clusters.ScaleRequest]) -> Reply:
+    """Change instances, size or storage (storage only grows)"""
+    return _accepted(clusters.scale(call.settings, call.member, call.params["cluster_id"], call.body,
+                                    call.headers.get("if-match")))
+
+
+@router.route("DELETE", CLUSTER, permission="clusters:delete", status=202, response=clusters.MutationOut, errors=(403, 404, 409, 412),
+              headers=("If-Match",))
+def delete_cluster(call: Call[Any]) -> Reply:
+    """Delete a cluster (admin and above; refused while deletion protection is on)"""
+    return _accepted(clusters.delete(call.settings, call.member, call.params["cluster_id"], call.headers.get("if-match")))
+
+
+@router.route("GET", CLUSTER + "/operations", permission="clusters:read", query=ListQuery, response=Page[clusters.OperationOut], errors=(404,))
 def list_operations(call: Call[Any]) -> Page[clusters.OperationOut]:
     """The cluster's operations, newest first"""
-    return clusters.list_operations(call.user, call.params["org_id"], call.params["cluster_id"], call.query)
+    return clusters.list_operations(call.member, call.params["cluster_id"], call.query)
 
 
-@router.route("GET", CLUSTER + "/operations/{operation_id}", response=clusters.OperationOut, errors=(404,))
+@router.route("GET", CLUSTER + "/operations/{operation_id}", permission="clusters:read", response=clusters.OperationOut, errors=(404,))
 def get_operation(call: Call[Any]) -> clusters.OperationOut:
     """One operation"""
-    return clusters.get_operation(call.user, call.params["org_id"], call.params["cluster_id"],
-                                  call.params["operation_id"])
+    return clusters.get_operation(call.member, call.params["cluster_id"], call.params["operation_id"])
 
 
-@router.route("GET", CLUSTER + "/credentials", response=clusters.CredentialsOut, errors=(403, 404, 409))
+@router.route("GET", CLUSTER + "/credentials", permission="clusters:credentials", response=clusters.CredentialsOut, errors=(403, 404, 409))
 def get_credentials(call: Call[Any]) -> Reply:
     """Database credentials (admin and above; audited)"""
-    credentials = clusters.credentials(call.settings, call.user, call.params["org_id"], call.params["cluster_id"],
+    credentials = clusters.credentials(call.settings, call.member, call.params["cluster_id"],
                                        request_id=current_request_id(), source_ip=call.source_ip)
     return Reply(credentials, headers=NO_STORE)
 
 
-@router.route("GET", CLUSTER + "/metrics", query=clusters.MetricsQuery, response=Page[clusters.MetricsSampleOut],
+@router.route("GET", CLUSTER + "/metrics", permission="clusters:read", query=clusters.MetricsQuery, response=Page[clusters.MetricsSampleOut],
               errors=(404,))
 def get_metrics(call: Call[Any]) -> Page[clusters.MetricsSampleOut]:
     """Recent metrics samples reported by the agent, newest first"""
-    return clusters.metrics(call.user, call.params["org_id"], call.params["cluster_id"], call.query)
+    return clusters.metrics(call.member, call.params["cluster_id"], call.query)
