@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import ConfigDict, model_validator
 
 from chalicelib import crypto, errors, orgs, tokens
@@ -88,8 +90,10 @@ def register(settings: Settings, body: RegisterRequest) -> TokenResponse:
     if org is None:
         raise errors.NotFound("organization not found")
     member = org_store.new_member(org_id=org.id, user_id=user.id, email=user.email, name=user.name, role=role, at=at)
-    store.create_account(user=user, member=member, org=None if invitation else org, invitation=invitation)
-    return _start_session(settings, user, organization=orgs.organization_out(org, role))
+    opened = _open_session(settings, user, at=at)
+    store.create_account(user=user, member=member, session=opened.session, refresh=opened.refresh,
+                         org=None if invitation else org, invitation=invitation)
+    return opened.tokens(settings, user, organization=orgs.organization_out(org, role))
 
 
 def login(settings: Settings, body: LoginRequest) -> TokenResponse:
@@ -108,22 +112,34 @@ def login(settings: Settings, body: LoginRequest) -> TokenResponse:
         verified = policy.verify(body.password, user.password_hash)
     if user is None or not verified:
         raise errors.Unauthorized(INVALID_LOGIN)  # the attempt was counted before the check
-    store.clear_login_failures(body.email)
     if policy.needs_rehash(user.password_hash):
         store.update_password_hash(user, policy.hash(body.password))
-    return _start_session(settings, user)
+    opened = _open_session(settings, user, at=now())
+    store.create_session(opened.session, opened.refresh, clear_login_attempts_of=body.email)
+    return opened.tokens(settings, user)
 
 
-def _start_session(settings: Settings, user: store.User, *, organization: orgs.OrganizationOut | None = None) -> TokenResponse:
-    at, session_id = now(), crypto.new_id("ses")
-    expires_at = at + settings.refresh_absolute_ttl
+@dataclass(frozen=True)
+class _OpenedSession:
+    """A new login session and its first refresh token, not yet stored."""
+
+    session: store.Session
+    refresh: store.RefreshToken
+    refresh_token: str
+    at: int
+
+    def tokens(self, settings: Settings, user: store.User, *, organization: orgs.OrganizationOut | None = None) -> TokenResponse:
+        return _token_response(settings, user, self.session.id, self.refresh_token, self.at, organization)
+
+
+def _open_session(settings: Settings, user: store.User, *, at: int) -> _OpenedSession:
+    session_id, expires_at = crypto.new_id("ses"), at + settings.refresh_absolute_ttl
     session = store.Session(
         *store.Session.key(session_id), id=session_id, user_id=user.id, created_at=at, last_used_at=at,
         expires_at=expires_at, expires_ttl=expires_at,
     )
     refresh_token, refresh = _new_refresh_token(session_id=session_id, user_id=user.id, expires_at=expires_at)
-    store.create_session(session, refresh)
-    return _token_response(settings, user, session_id, refresh_token, at, organization)
+    return _OpenedSession(session=session, refresh=refresh, refresh_token=refresh_token, at=at)
 
 
 def _new_refresh_token(*, session_id: str, user_id: str, expires_at: int) -> tuple[str, store.RefreshToken]:

@@ -11,7 +11,7 @@ from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib import errors
-from chalicelib.store.base import ConditionFailed, Item, condition_failed, get, transaction
+from chalicelib.store.base import ConditionFailed, Item, Transaction, condition_failed, get, transaction
 from chalicelib.store.orgs import Invitation, Member, Org, add_member_to, consume_invitation_in
 
 
@@ -71,14 +71,18 @@ def new_user(*, user_id: str, email: str, name: str, password_hash: str, at: int
     return User(*User.key(user_id), id=user_id, email=email, name=name, password_hash=password_hash, created_at=at)
 
 
-def create_account(*, user: User, member: Member, org: Org | None = None, invitation: Invitation | None = None) -> None:
-    """Write the user, their e-mail claim and their first membership atomically.
+def create_account(
+    *, user: User, member: Member, session: Session, refresh: RefreshToken,
+    org: Org | None = None, invitation: Invitation | None = None,
+) -> None:
+    """Write the user, their e-mail claim, their first membership and login session atomically.
 
     Either `org` is created with `member` as its owner, or `invitation` is consumed. Raises Conflict
     when the e-mail is taken, and Conflict when the invitation is no longer valid.
     """
     try:
         with transaction() as tx:
+            _add_session(tx, session, refresh)
             tx.save(EmailClaim(*EmailClaim.key(user.email), user_id=user.id), condition=EmailClaim.pk.does_not_exist(),
                     label="email")
             tx.save(user, condition=User.pk.does_not_exist())
@@ -108,10 +112,16 @@ def update_password_hash(user: User, password_hash: str) -> None:
     user.update(actions=[User.password_hash.set(password_hash)])
 
 
-def create_session(session: Session, refresh: RefreshToken) -> None:
+def create_session(session: Session, refresh: RefreshToken, *, clear_login_attempts_of: str) -> None:
+    """Store a new login session with its first refresh token, and reset the e-mail's login attempts."""
     with transaction() as tx:
-        tx.save(session, condition=Session.pk.does_not_exist())
-        tx.save(refresh, condition=RefreshToken.pk.does_not_exist())
+        _add_session(tx, session, refresh)
+        tx.delete(LoginFailures(*LoginFailures.key(clear_login_attempts_of)))
+
+
+def _add_session(tx: Transaction, session: Session, refresh: RefreshToken) -> None:
+    tx.save(session, condition=Session.pk.does_not_exist())
+    tx.save(refresh, condition=RefreshToken.pk.does_not_exist())
 
 
 def get_session(session_id: str) -> Session | None:
@@ -166,18 +176,29 @@ def claim_login_attempt(email: str, *, at: int, window: int, limit: int) -> int 
 
     Returns None when the attempt may go ahead, or the start of the window when `limit` attempts
     were already counted in it: concurrent attempts can never check more than `limit` passwords.
+    One UpdateItem in the common case (no counter, or a live one under the limit).
     """
     counter = LoginFailures(*LoginFailures.key(email))
     for _ in range(3):
         try:
             counter.update(
-                actions=[LoginFailures.count.add(1)],
-                condition=(LoginFailures.window_start > at - window) & (LoginFailures.count < limit),
+                actions=[
+                    LoginFailures.count.set((LoginFailures.count | 0) + 1),
+                    LoginFailures.window_start.set(LoginFailures.window_start | at),
+                    LoginFailures.expires_ttl.set(LoginFailures.expires_ttl | (at + window)),
+                ],
+                condition=LoginFailures.pk.does_not_exist()
+                | ((LoginFailures.window_start > at - window) & (LoginFailures.count < limit)),
             )
             return None
         except UpdateError as e:
             if not condition_failed(e):
                 raise
+        current = get_login_failures(email)
+        if current is not None and current.window_start > at - window:
+            if current.count >= limit:
+                return int(current.window_start)
+            continue
         fresh = LoginFailures(*LoginFailures.key(email), count=1, window_start=at, expires_ttl=at + window)
         try:
             fresh.save(condition=LoginFailures.pk.does_not_exist() | (LoginFailures.window_start <= at - window))
@@ -185,12 +206,4 @@ def claim_login_attempt(email: str, *, at: int, window: int, limit: int) -> int 
         except PutError as e:
             if not condition_failed(e):
                 raise
-        current = get_login_failures(email)
-        if current is not None and current.window_start > at - window and current.count >= limit:
-            return int(current.window_start)
     raise errors.RateLimited("too many concurrent logins; try again", retry_after=1)
-
-
-def clear_login_failures(email: str) -> None:
-    LoginFailures(*LoginFailures.key(email)).delete()
-
