@@ -305,6 +305,7 @@ def create(settings: Settings, member: Member, body: ClusterCreate) -> Mutation:
         status="pending", generation=0, observed_generation=0, ready_instances=0, open_operations={},
         version=0, created_at=at, updated_at=at,
     )
+    _check_autoscaling(cluster)
     cluster.index_live()
     operation = lifecycle.begin_change(settings, cluster, kind="create", actor=_actor(member), at=at)
     store.create(cluster=cluster, operation=operation, quota=settings.org_cluster_quota)
@@ -389,13 +390,16 @@ def update(settings: Settings, member: Member, cluster_id: str, body: ClusterPat
 
 
 def _check_autoscaling(cluster: store.Cluster) -> None:
+    """Storage may never exceed what the autoscaling policy allows it to grow to."""
     policy = cluster.autoscaling
     if policy and policy.get("max_storage_gb") is not None and policy["max_storage_gb"] < cluster.storage_gb:
-        raise errors.Unprocessable("autoscaling.max_storage_gb is below the cluster's current storage_gb")
+        raise errors.Unprocessable(
+            "autoscaling.max_storage_gb is below the cluster's storage_gb",
+            details=[{"field": "autoscaling.max_storage_gb", "message": "must be at least storage_gb"}],
+        )
 
 
 def scale(settings: Settings, member: Member, cluster_id: str, body: ScaleRequest, if_match: str | None) -> Mutation:
-
     def change(cluster: store.Cluster) -> None:
         if body.storage_gb is not None:
             if body.storage_gb < cluster.storage_gb:
@@ -407,7 +411,15 @@ def scale(settings: Settings, member: Member, cluster_id: str, body: ScaleReques
         if body.size is not None:
             cluster.size = body.size
         if body.instances is not None:
+            policy = cluster.autoscaling or {}
+            if policy.get("enabled") and not policy["min_instances"] <= body.instances <= policy["max_instances"]:
+                raise errors.Unprocessable(
+                    f"autoscaling keeps this cluster between {policy['min_instances']} and {policy['max_instances']} "
+                    "instances; change the policy first",
+                    details=[{"field": "instances", "message": "outside the autoscaling policy's range"}],
+                )
             cluster.instances = body.instances
+        _check_autoscaling(cluster)
         return None
 
     return mutate(settings, member.org_id, cluster_id, kind="scale", change=change, if_match=if_match,
@@ -415,7 +427,6 @@ def scale(settings: Settings, member: Member, cluster_id: str, body: ScaleReques
 
 
 def delete(settings: Settings, member: Member, cluster_id: str, if_match: str | None) -> Mutation:
-
     def change(cluster: store.Cluster) -> None:
         if cluster.deletion_protection:
             raise errors.Conflict("deletion protection is on; turn it off with PATCH first")

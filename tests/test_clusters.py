@@ -427,6 +427,32 @@ def test_scale_cannot_shrink_storage(stack: Stack, owner: Account) -> None:
     assert (after["storage_gb"], after["instances"], after["generation"]) == (100, 1, 1)
 
 
+@pytest.mark.parametrize(("scale", "field"), [
+    ({"instances": 5}, "instances"),
+    ({"instances": 1}, "instances"),
+    ({"storage_gb": 60}, "autoscaling.max_storage_gb"),
+])
+def test_scale_outside_the_autoscaling_policy_is_refused(
+    stack: Stack, owner: Account, scale: dict[str, Any], field: str,
+) -> None:
+    policy = {"min_instances": 2, "max_instances": 4, "max_storage_gb": 50}
+    cluster = stack.create_cluster(owner, instances=2, storage_gb=20, autoscaling=policy)["cluster"]
+    response = stack.call("POST", cluster_path(owner.org_id, cluster["id"]) + "/scale", token=owner.access_token,
+                          json=scale)
+    assert response.status_code == 422, response.text
+    assert error_fields(response) == [field]
+    after = stack.get_cluster(owner, cluster["id"])
+    assert (after["instances"], after["storage_gb"], after["generation"]) == (2, 20, 1)
+
+
+def test_create_with_storage_above_the_autoscaling_ceiling_is_refused(stack: Stack, owner: Account) -> None:
+    response = stack.post_cluster(owner, cluster_body(storage_gb=100, autoscaling={
+        "min_instances": 1, "max_instances": 3, "max_storage_gb": 50}))
+    assert response.status_code == 422, response.text
+    assert error_fields(response) == ["autoscaling.max_storage_gb"]
+    assert stack.listing(clusters_path(owner.org_id), owner.access_token) == []
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"instances": 10}, "instances"),
     ({"instances": 0}, "instances"),
