@@ -113,8 +113,9 @@ class Api:
     """
 
     def __init__(self) -> None:
-        import app
         from chalice.test import Client
+
+        import app
 
         self.app = app
         self._project_dir = tempfile.mkdtemp(prefix="bench-chalice-")
@@ -601,3 +602,14 @@ def machine() -> dict[str, str]:
 
 def heading(title: str) -> None:
     print(f"\n## {title}\n", flush=True)
+
+
+@contextmanager
+def app_in_process(*, consumed_capacity: bool = False, **overrides: str) -> Iterator[tuple[Api, DynamoCalls]]:
+    """A moto stack, this process pointed at it, the app served in-process, and its DynamoDB calls counted."""
+    with moto_stack(**overrides) as env:
+        use_environment(env)
+        api = Api()
+        counter = DynamoCalls()
+        counter.attach(shared_client(), consumed_capacity=consumed_capacity)
+        yield api, counter

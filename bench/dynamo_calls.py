@@ -19,9 +19,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import (
-    PASSWORD, Account, Api, AwsCalls, DynamoCalls, agent_token, cluster_body, cluster_path, clusters_path,
-    create_cluster, heading, invite, join, markdown_table, moto_stack, new_email, reaper_event, register,
-    report_status, settle, shared_client, sqs_client, use_environment,
+    PASSWORD,
+    Account,
+    Api,
+    AwsCalls,
+    DynamoCalls,
+    agent_token,
+    app_in_process,
+    cluster_body,
+    cluster_path,
+    clusters_path,
+    create_cluster,
+    heading,
+    invite,
+    join,
+    markdown_table,
+    new_email,
+    reaper_event,
+    register,
+    report_status,
+    settle,
+    sqs_client,
 )
 
 
@@ -680,11 +698,7 @@ def report(results: list[Measured]) -> None:
 
 
 def main() -> None:
-    with moto_stack() as env:
-        use_environment(env)
-        api = Api()
-        counter = DynamoCalls()
-        counter.attach(shared_client(), consumed_capacity=True)
+    with app_in_process(consumed_capacity=True) as (api, counter):
         sqs = AwsCalls()
         sqs.attach(sqs_client(), "sqs")
         report([measure(api, counter, sqs, item) for item in SCENARIOS])

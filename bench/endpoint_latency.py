@@ -27,9 +27,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import (
-    Api, DynamoCalls, Reply, agent_token, cluster_body, cluster_path, clusters_path, create_cluster, heading,
-    load_average, markdown_table, median, moto_stack, ms, percentile, reaper_event, register, report_status, settle,
-    shared_client, use_environment,
+    Api,
+    DynamoCalls,
+    Reply,
+    agent_token,
+    app_in_process,
+    cluster_body,
+    cluster_path,
+    clusters_path,
+    create_cluster,
+    heading,
+    load_average,
+    markdown_table,
+    median,
+    ms,
+    percentile,
+    reaper_event,
+    register,
+    report_status,
+    settle,
+    shared_client,
 )
 
 
@@ -209,11 +226,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100, help="requests per endpoint (half for the slow ones)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     args = parser.parse_args()
-    with moto_stack(ORG_CLUSTER_QUOTA="100000") as env:
-        use_environment(env)
-        api = Api()
-        counter = DynamoCalls()
-        counter.attach(shared_client())
+    with app_in_process(ORG_CLUSTER_QUOTA="100000") as (api, counter):
         started = time.perf_counter()
         found = endpoints(api, deletes=(args.warmup + args.rounds + 1) // 2)
         prepared = time.perf_counter() - started

@@ -16,8 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.common import (
-    PASSWORD, Api, DynamoCalls, heading, markdown_table, median, moto_stack, ms, new_email, percentile, register,
-    shared_client, use_environment,
+    PASSWORD,
+    Api,
+    DynamoCalls,
+    app_in_process,
+    heading,
+    markdown_table,
+    median,
+    ms,
+    new_email,
+    percentile,
+    register,
 )
 
 # The production policy (settings' defaults: PASSWORD_HASH_MEMORY_KIB, _ITERATIONS, _LANES).
@@ -70,13 +79,9 @@ def main() -> None:
     parser.add_argument("--failures", type=int, default=50, help="wrong-password and unknown-e-mail logins")
     args = parser.parse_args()
     # A high failure limit so the repeated wrong-password logins are not locked out.
-    with moto_stack(LOGIN_MAX_FAILURES="1000000") as env:
-        use_environment(env)
+    with app_in_process(LOGIN_MAX_FAILURES="1000000") as (api, counter):
         from chalicelib.crypto import PasswordPolicy
 
-        api = Api()
-        counter = DynamoCalls()
-        counter.attach(shared_client())
         policy = PasswordPolicy(memory_kib=MEMORY_KIB, iterations=ITERATIONS, lanes=LANES)
         encoded = policy.hash(PASSWORD)
         account = register(api)

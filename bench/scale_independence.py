@@ -25,8 +25,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common import (
-    Api, DynamoCalls, agent_token, cluster_path, clusters_path, create_cluster, heading, load_average, markdown_table,
-    moto_stack, ms, percentile, reaper_event, register, shared_client, use_environment,
+    Api,
+    DynamoCalls,
+    agent_token,
+    app_in_process,
+    cluster_path,
+    clusters_path,
+    create_cluster,
+    heading,
+    load_average,
+    markdown_table,
+    ms,
+    percentile,
+    reaper_event,
+    register,
 )
 
 HOME_REGION = "ams3"
@@ -172,11 +184,7 @@ def main() -> None:
     parser.add_argument("--resync-samples", type=int, default=3, help="timed full resyncs per level")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    with moto_stack() as env:
-        use_environment(env)
-        api = Api()
-        counter = DynamoCalls()
-        counter.attach(shared_client())
+    with app_in_process() as (api, counter):
         from chalicelib import crypto
 
         found, settings = probes(api)
