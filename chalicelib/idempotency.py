@@ -8,8 +8,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chalice import Response
-
 from chalicelib import errors
 from chalicelib.settings import Settings
 from chalicelib.store import idempotency as store
@@ -27,12 +25,6 @@ class Answer:
     body: str
     headers: dict[str, str] = field(default_factory=dict)
     replayed: bool = False
-
-    def response(self) -> Response:
-        headers = {"Content-Type": "application/json", **self.headers}
-        if self.replayed:
-            headers["Idempotent-Replayed"] = "true"
-        return Response(body=self.body, status_code=self.status, headers=headers)
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:

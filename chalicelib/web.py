@@ -185,13 +185,13 @@ def _serve_in_scope(operation: Operation, request: Request, params: dict[str, st
             call.membership = _authorizers[0](principal, params["org_id"], operation.permission)
         key = call.headers.get(idempotency.HEADER)
         if not (operation.idempotent and key is not None and principal is not None):
-            return _answer(operation, call).response()
+            return _response(_answer(operation, call))
         answer = idempotency.run(
             settings, scope=f"{principal.kind}:{principal.id}", key=key,
             request_fingerprint=idempotency.fingerprint(request.method, request.path, request.raw_body or b""),
             execute=lambda: _answer(operation, call),
         )
-        return answer.response()
+        return _response(answer)
     except errors.AppError as e:
         return error_response(e)
 
@@ -200,6 +200,13 @@ def _answer(operation: Operation, call: Call[Any]) -> idempotency.Answer:
     result = operation.handler(call)
     reply = result if isinstance(result, Reply) else Reply(result)
     return idempotency.Answer(status=reply.status or operation.status, body=_dump(reply.body), headers=reply.headers)
+
+
+def _response(answer: idempotency.Answer) -> Response:
+    headers = {"Content-Type": "application/json", **answer.headers}
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body=answer.body, status_code=answer.status, headers=headers)
 
 
 def _authenticate(auth: Auth, settings: Settings, request: Request, params: dict[str, str]) -> Principal | None:
