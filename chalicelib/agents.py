@@ -103,6 +103,19 @@ class CreatedToken(Out):
     token: str
 
 
+class AgentOut(Out):
+    """An agent token and what its agent said in its last heartbeat (nothing yet when it never sent one)."""
+
+    id: str
+    region: str
+    created_at: int
+    revoked_at: int | None = None
+    last_seen_at: int | None = None
+    agent_version: str | None = None
+    driver: str | None = None
+    clusters: int | None = None
+
+
 def create_token(settings: Settings, region: str) -> CreatedToken:
     """A new agent token for `region`; the token is shown here once and stored only as a hash."""
     if region not in settings.region_slugs:
@@ -116,6 +129,18 @@ def create_token(settings: Settings, region: str) -> CreatedToken:
 
 def revoke_token(token_id: str) -> None:
     store.revoke_token(token_id, at=now())
+
+
+def list_agents(settings: Settings, region: str | None = None) -> list[AgentOut]:
+    """The agents of `region`, or of every region of the settings in their order (one Query per region)."""
+    if region is not None and region not in settings.region_slugs:
+        raise errors.Invalid(f"unknown region {region!r}; one of {', '.join(settings.region_slugs)}")
+    return [
+        AgentOut(id=t.id, region=t.region, created_at=t.created_at, revoked_at=t.revoked_at, last_seen_at=t.last_seen_at,
+                 agent_version=t.agent_version, driver=t.driver, clusters=t.clusters)
+        for slug in ((region,) if region is not None else settings.region_slugs)
+        for t in store.tokens_of_region(slug)
+    ]
 
 
 def authenticate(settings: Settings, bearer: str, params: dict[str, str]) -> Principal:
@@ -141,7 +166,8 @@ def authenticate(settings: Settings, bearer: str, params: dict[str, str]) -> Pri
 
 def heartbeat(agent: Principal, body: Heartbeat) -> HeartbeatOut:
     at = now()
-    store.record_heartbeat(agent.id, at=at, agent_version=body.agent_version)
+    store.record_heartbeat(agent.id, region=agent.region, at=at, agent_version=body.agent_version,
+                           driver=body.driver, clusters=body.clusters)
     return HeartbeatOut(region=agent.region, server_time=at)
 
 

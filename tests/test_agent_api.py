@@ -3,12 +3,28 @@ desired state with secrets, status reports and metrics batches, and who may call
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from conftest import Account, Stack, cluster_path, clusters_path
 
 RETENTION_DEFAULT = 7 * 86400
+
+
+def agent_list(stack: Stack, *args: str) -> dict[str, dict[str, str]]:
+    """`agent list *args` parsed: each row by its token id, cells by their column header."""
+    done = stack.admin("agent", "list", *args)
+    assert done.returncode == 0, done.stderr
+    header, *lines = done.stdout.splitlines()
+    columns = re.split(r"\s{2,}", header.strip())
+    rows = [dict(zip(columns, re.split(r"\s{2,}", line.strip()), strict=True)) for line in lines]
+    return {row["TOKEN ID"]: row for row in rows}
+
+
+def heartbeat(stack: Stack, token: str, **body: Any) -> None:
+    response = stack.call("POST", "/v1/agent/heartbeat", token=token, json=body)
+    assert response.status_code == 200, response.text
 
 
 def test_agent_token_is_printed_once_and_stored_only_as_a_hash(stack: Stack) -> None:
@@ -65,6 +81,19 @@ def test_heartbeat_answers_the_token_region_and_records_the_agent(stack: Stack) 
     item = stack.raw_item(f"AGENT#{token_id}", "AGENT")
     assert item is not None
     assert item["agent_version"]["S"] == "0.9.1" and int(item["last_seen_at"]["N"]) == body["server_time"]
+
+
+def test_heartbeat_driver_and_cluster_count_are_kept_and_shown_by_agent_list(stack: Stack) -> None:
+    token_id, token = stack.agent_token("fra1")
+    heartbeat(stack, token, agent_version="2.0.1", driver="cnpg", clusters=3)
+
+    row = agent_list(stack, "--region", "fra1")[token_id]
+    assert (row["REGION"], row["VERSION"], row["DRIVER"], row["CLUSTERS"], row["STATE"]) == ("fra1", "2.0.1", "cnpg", "3", "live")
+    assert re.fullmatch(r"\d+s ago", row["HEARTBEAT"]) and int(row["HEARTBEAT"][:-5]) < 30
+
+    heartbeat(stack, token, agent_version="2.0.2")
+    row = agent_list(stack, "--region", "fra1")[token_id]
+    assert (row["VERSION"], row["DRIVER"], row["CLUSTERS"]) == ("2.0.2", "-", "-")
 
 
 def test_heartbeat_with_an_invalid_body_is_a_validation_error(stack: Stack) -> None:
@@ -257,3 +286,32 @@ def test_garbage_or_forged_agent_tokens_are_refused(stack: Stack, owner: Account
     assert response.status_code == 401
     assert stack.call("GET", "/v1/agent/clusters").status_code == 401
     assert stack.call("GET", "/v1/agent/clusters", token=token).status_code == 200
+
+
+def test_agent_list_shows_every_region_with_heartbeat_ages_and_revoked_tokens(stack_factory: Any) -> None:
+    regional = stack_factory(REGIONS="nyc1:New York 1,lon1:London 1")
+    new_york, london, revoked = regional.agent_token("nyc1"), regional.agent_token("lon1"), regional.agent_token("lon1")
+    heartbeat(regional, new_york.token, agent_version="1.4.0", driver="local", clusters=2)
+    heartbeat(regional, revoked.token, agent_version="1.3.9", driver="cnpg", clusters=0)
+    two_hours_ago = int(time.time()) - 2 * 3600 - 30
+    regional.dynamodb().update_item(
+        TableName=regional.env["TABLE_NAME"], Key={"pk": {"S": f"AGENT#{revoked.id}"}, "sk": {"S": "AGENT"}},
+        UpdateExpression="SET last_seen_at = :at", ExpressionAttributeValues={":at": {"N": str(two_hours_ago)}},
+    )
+    done = regional.admin("agent-token", "revoke", revoked.id)
+    assert done.returncode == 0, done.stderr
+
+    rows = agent_list(regional)
+    assert set(rows) == {new_york.id, london.id, revoked.id}
+    assert rows[new_york.id]["REGION"] == "nyc1" and rows[new_york.id]["STATE"] == "live"
+    assert (rows[new_york.id]["DRIVER"], rows[new_york.id]["CLUSTERS"]) == ("local", "2")
+    assert re.fullmatch(r"\d+s ago", rows[new_york.id]["HEARTBEAT"])
+    assert rows[london.id] == {"TOKEN ID": london.id, "REGION": "lon1", "VERSION": "-", "DRIVER": "-", "CLUSTERS": "-",
+                               "HEARTBEAT": "never", "STATE": "live"}
+    assert (rows[revoked.id]["REGION"], rows[revoked.id]["HEARTBEAT"], rows[revoked.id]["STATE"]) == ("lon1", "2h ago", "revoked")
+    assert list(rows) == [new_york.id, *sorted([london.id, revoked.id])]
+
+    assert set(agent_list(regional, "--region", "lon1")) == {london.id, revoked.id}
+    assert set(agent_list(regional, "--region", "nyc1")) == {new_york.id}
+    done = regional.admin("agent", "list", "--region", "mars1")
+    assert done.returncode != 0 and "unknown region" in done.stderr and "mars1" in done.stderr

@@ -2,7 +2,7 @@
 
 Every entity is a subclass of `Item` stored in one table under `pk`/`sk`. Three sparse indexes
 serve the lookups that are not by primary key (see the README's access-pattern table): `gsi1`
-memberships by user and live clusters by organization, `gsi2` live clusters by region and open
+memberships by user, live clusters by organization and agent tokens by region, `gsi2` live clusters by region and open
 operations by deadline, `gsi3` clusters whose latest generation is not yet observed.
 """
 
