@@ -79,6 +79,8 @@ class MetricValues(Body):
     storage_used_gb: Annotated[float, Field(ge=0)] | None = None
     storage_used_percent: Annotated[float, Field(ge=0, le=100)] | None = None
     connections: Annotated[int, Field(ge=0)] | None = None
+    max_connections: Annotated[int, Field(ge=1)] | None = None
+    database_size_gb: Annotated[float, Field(ge=0)] | None = None
     replication_lag_seconds: Annotated[float, Field(ge=0)] | None = None
     transactions_per_second: Annotated[float, Field(ge=0)] | None = None
 

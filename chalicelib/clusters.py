@@ -227,7 +227,7 @@ class CredentialsOut(Out):
 
 class MetricsSampleOut(Out):
     at: int
-    values: dict[str, float]
+    values: dict[str, int | float]
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,33 @@ def test_metrics_batch_is_stored_with_a_retention_ttl_and_shown_to_users(stack: 
     assert shown.json()["items"] == [{"at": s["at"], "values": s["values"]} for s in reversed(samples)]
 
 
+def test_metrics_batch_with_connection_limit_and_database_size_is_shown_to_users(stack: Stack, owner: Account) -> None:
+    cluster = stack.create_cluster(owner, region="nyc1")["cluster"]
+    at = int(time.time()) - 30
+    values = {"connections": 40, "max_connections": 100, "database_size_gb": 2.5}
+    response = stack.call("POST", "/v1/agent/metrics", token=stack.agent("nyc1"), json={"samples": [
+        {"cluster_id": cluster["id"], "at": at, "values": values}]})
+    assert response.status_code == 200, response.text
+
+    shown = stack.call("GET", cluster_path(owner.org_id, cluster["id"]) + "/metrics", token=owner.access_token)
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["items"] == [{"at": at, "values": values}]
+    shown_types = {name: type(value) for name, value in shown.json()["items"][0]["values"].items()}
+    assert shown_types == {"connections": int, "max_connections": int, "database_size_gb": float}
+
+
+def test_metrics_values_out_of_range_are_refused_naming_the_field(stack: Stack, owner: Account) -> None:
+    cluster = stack.create_cluster(owner, region="nyc1")["cluster"]
+    at = int(time.time()) - 30
+    for values, field in (({"max_connections": 0}, "max_connections"), ({"max_connections": 1.5}, "max_connections"),
+                          ({"database_size_gb": -0.5}, "database_size_gb")):
+        response = stack.call("POST", "/v1/agent/metrics", token=stack.agent("nyc1"), json={"samples": [
+            {"cluster_id": cluster["id"], "at": at, "values": values}]})
+        assert response.status_code == 400, (values, response.text)
+        assert [d["field"] for d in response.json()["error"]["details"]] == [f"samples.0.values.{field}"]
+    assert stack.raw_item(f"METRICS#{cluster['id']}", f"{at:010d}") is None
+
+
 def test_metrics_batch_naming_another_region_cluster_stores_nothing(stack: Stack, owner: Account) -> None:
     mine = stack.create_cluster(owner, region="nyc1")["cluster"]
     foreign = stack.create_cluster(owner, region="sfo3")["cluster"]
