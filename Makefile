@@ -16,6 +16,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check app.py chalicelib devstack infra bench tests
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 3 --dist loadfile
 
 bench: $(STAMP)
