@@ -1,8 +1,9 @@
-"""`make run`: the whole control plane on this machine until Ctrl-C.
+"""`make run`: the whole system on this machine until Ctrl-C.
 
 Starts a moto server (DynamoDB, SQS) on loopback, creates the table and queues, serves the API with
-`chalice local --stage dev`, and fires the scheduled functions on their rates. The dev stage in
-.chalice/config.json is the single source of their settings.
+`chalice local --stage dev`, fires the scheduled functions on their rates, and runs one local agent per
+region (real PostgreSQL servers). The dev stage in .chalice/config.json is the single source of their
+settings. Ctrl-C stops the agents, which stop their servers; the servers' data stays on disk.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from devstack import agents
 from devstack.ports import wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +27,12 @@ API_PORT = int(os.environ.get("API_PORT", "8000"))
 def stage_environment(stage: str = "dev") -> dict[str, str]:
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     return {**config.get("environment_variables", {}), **config["stages"][stage].get("environment_variables", {})}
+
+
+def dev_regions(env: dict[str, str]) -> tuple[str, ...]:
+    from chalicelib.settings import Settings
+
+    return Settings.from_env(env).region_slugs
 
 
 def main() -> None:
@@ -39,7 +47,7 @@ def main() -> None:
                 child.terminate()
         for child in children:
             try:
-                child.wait(timeout=10)
+                child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 child.kill()
         print("\nlocal stack stopped", flush=True)
@@ -59,8 +67,13 @@ def main() -> None:
     children.append(api)
     wait_for_port(API_PORT, process=api)
     children.append(subprocess.Popen([python, "-m", "devstack.scheduler"], cwd=ROOT, env=env))
-    print(f"\nOrochi DB control plane is up.\n  API:       http://127.0.0.1:{API_PORT}  (try GET /health, /openapi.json)\n"
+    api_url = f"http://127.0.0.1:{API_PORT}"
+    local_agents = agents.start(env, regions=agents.regions(env, dev_regions(env)), api_url=api_url)
+    children += [process for _, _, process in local_agents]
+    agent_lines = "".join(f"\n    {region}: health http://127.0.0.1:{port}/readyz" for region, port, _ in local_agents)
+    print(f"\nOrochi DB is up.\n  API:       {api_url}  (try GET /health, /openapi.json)\n"
           f"  DynamoDB and SQS (moto): {env['AWS_ENDPOINT_URL']}\n  Scheduled functions: running (reaper every minute)\n"
+          f"  Local agents (real PostgreSQL servers):{agent_lines}\n"
           "Press Ctrl-C to stop.", flush=True)
     while all(child.poll() is None for child in children):
         time.sleep(0.5)

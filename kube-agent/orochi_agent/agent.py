@@ -32,7 +32,7 @@ class Agent:
         self._halt = threading.Event()         # background loops end (after the drain)
         self._retry = Retry(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
         self._probes = Probes()
-        self._leases = Leases(queue=queue, stop=self._halt)
+        self._leases = Leases(queue=queue, telemetry=telemetry, stop=self._halt)
         self._reporter = Reporter(api=api, telemetry=telemetry, probes=self._probes)
         self._observer = Observer(api=api, driver=driver, reporter=self._reporter, telemetry=telemetry,
                                   probes=self._probes, stop=self.stop)

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from orochi_agent.clients.queue import Message, Queue, QueueError
+from orochi_agent.telemetry import Telemetry
 
 log = logging.getLogger("orochi_agent.leases")
 
@@ -17,8 +18,8 @@ class Leases:
     extension, so an extension can never hide a message again once it was handed back.
     """
 
-    def __init__(self, *, queue: Queue, stop: threading.Event) -> None:
-        self._queue, self._stop = queue, stop
+    def __init__(self, *, queue: Queue, telemetry: Telemetry, stop: threading.Event) -> None:
+        self._queue, self._telemetry, self._stop = queue, telemetry, stop
         self._held: dict[str, Message] = {}
         self._lock = threading.Lock()
 
@@ -58,5 +59,6 @@ class Leases:
                 return
             try:
                 self._queue.extend(held, self._queue.visibility_timeout)
+                self._telemetry.lease_extensions.inc(len(held))
             except QueueError as e:
                 log.warning("could not extend %d job message(s): %s", len(held), e)

@@ -26,6 +26,8 @@ class Telemetry:
         self.reconcile_duration = Histogram("orochi_agent_reconcile_duration_seconds",
                                             "One reconcile of one cluster: fetch, apply, observe, report",
                                             buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.lease_extensions = Counter("orochi_agent_lease_extensions", "Visibility extensions of leased job messages",
+                                        registry=self.registry)
         self.reports = Counter("orochi_agent_status_reports", "Status reports sent", registry=self.registry)
         self.samples = Counter("orochi_agent_metrics_samples", "Metrics samples accepted by the API",
                                registry=self.registry)
