@@ -85,15 +85,15 @@ class RegionClusterPage(Wire):
 
 
 class Endpoint(Outgoing):
-    host: str
-    port: int
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
 
 
 class StatusReport(Outgoing):
     observed_generation: int = Field(ge=0)
     phase: Phase
-    ready_instances: int = Field(ge=0)
-    primary: str | None = None
+    ready_instances: int = Field(ge=0, le=64)
+    primary: str | None = Field(default=None, max_length=253)
     endpoint: Endpoint | None = None
     message: str | None = Field(default=None, max_length=1000)
 
@@ -118,8 +118,8 @@ class MetricValues(Outgoing):
 
 
 class MetricsSample(Outgoing):
-    cluster_id: str
-    at: int
+    cluster_id: str = Field(min_length=1, max_length=64)
+    at: int = Field(ge=0)
     values: MetricValues
 
 
@@ -132,8 +132,8 @@ class MetricsAccepted(Wire):
 
 
 class Heartbeat(Outgoing):
-    agent_version: str
-    driver: str
+    agent_version: str = Field(min_length=1, max_length=64)
+    driver: str = Field(min_length=1, max_length=32)
     clusters: int = Field(ge=0)
 
 
