@@ -15,7 +15,7 @@ run: $(STAMP)
 	$(PY) -m devstack.run
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check app.py chalicelib devstack infra bench tests
+	$(VENV)/bin/ruff check app.py chalicelib devstack infra bench tests kube-agent
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 3 --dist loadfile
 
