@@ -171,12 +171,11 @@ class Reconciler:
 
 
 def resync(*, api: Api, driver: Driver, dispatcher: Dispatcher) -> int:
-    """Reconcile every cluster of the region whose generation the driver has not applied, and every cluster the
-    driver holds that the region no longer lists (its reconcile confirms with the API before removing it)."""
-    held = driver.clusters()
-    listed = {cluster.id: cluster.generation for cluster in api.clusters()}
-    due = [cid for cid, generation in listed.items() if held.get(cid) != generation]
-    due += [cid for cid in held if cid not in listed]
-    for cluster_id in due:
+    """Reconcile every cluster of the region and every cluster the driver holds (level-triggered: whatever a
+    lost job, a crash or a stopped server left behind is put right; an apply of what is already there changes
+    nothing). A cluster the driver holds that the region no longer lists is removed only once its reconcile has
+    confirmed with the API that it is gone, as the listing may lag."""
+    due = {cluster.id for cluster in api.clusters()} | set(driver.clusters())
+    for cluster_id in sorted(due):
         dispatcher.submit(cluster_id, [])
     return len(due)
