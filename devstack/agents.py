@@ -23,6 +23,17 @@ def regions(env: dict[str, str], catalog_regions: tuple[str, ...]) -> tuple[str,
     return wanted or catalog_regions
 
 
+def check_catalog(postgres_images: tuple[tuple[str, str], ...]) -> None:
+    """Every PostgreSQL version the dev catalog offers is one the local driver can serve here, and vice versa."""
+    from orochi_agent.drivers.local.binaries import find_installations
+
+    offered, served = sorted(v for v, _ in postgres_images), sorted(find_installations())
+    if offered != served:
+        raise SystemExit(f"the dev catalog offers PostgreSQL {', '.join(offered)} but the local driver serves "
+                         f"{', '.join(served) or 'none'} on this machine: set POSTGRES_IMAGES in the dev stage "
+                         "of .chalice/config.json to match")
+
+
 def create_token(env: dict[str, str], region: str) -> str:
     """A new agent token of `region` from the operator command (it prints the token last, once)."""
     done = subprocess.run([sys.executable, "-m", "chalicelib.admin", "agent-token", "create", "--region", region],
@@ -52,5 +63,6 @@ def start(env: dict[str, str], *, regions: tuple[str, ...], api_url: str) -> lis
         port = FIRST_HEALTH_PORT + index
         agent_env = agent_environment(env, region=region, token=create_token(env, region), api_url=api_url,
                                       health_port=port)
-        started.append((region, port, subprocess.Popen([agent], cwd=ROOT, env=agent_env)))
+        # A session of its own: Ctrl-C reaches `make run`, which stops the agents before the API they report to.
+        started.append((region, port, subprocess.Popen([agent], cwd=ROOT, env=agent_env, start_new_session=True)))
     return started

@@ -11,6 +11,7 @@ never hold up the API.
 from __future__ import annotations
 
 import argparse
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
     app = serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per SQS long poll is noise
     run_simple(args.host, args.port, app, threaded=True)
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from chalicelib.settings import Settings
 from devstack import agents
 from devstack.ports import wait_for_port
 
@@ -29,27 +30,26 @@ def stage_environment(stage: str = "dev") -> dict[str, str]:
     return {**config.get("environment_variables", {}), **config["stages"][stage].get("environment_variables", {})}
 
 
-def dev_regions(env: dict[str, str]) -> tuple[str, ...]:
-    from chalicelib.settings import Settings
-
-    return Settings.from_env(env).region_slugs
-
-
 def main() -> None:
     env = {**os.environ, **stage_environment()}
+    settings = Settings.from_env(env)
+    agents.check_catalog(settings.postgres_images)
+    agent_regions = agents.regions(env, settings.region_slugs)
     endpoint = urlparse(env["AWS_ENDPOINT_URL"])
     host, moto_port = endpoint.hostname or "127.0.0.1", endpoint.port or 5000
     children: list[subprocess.Popen[bytes]] = []
 
     def stop(*_: object) -> None:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        # The agents first, while the API and the queues still answer them; then the rest, newest first.
+        for group in ([c for c in children if c.args[0].endswith("orochi-agent")], list(reversed(children))):
+            for child in group:
+                if child.poll() is None:
+                    child.terminate()
+            for child in group:
+                try:
+                    child.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         print("\nlocal stack stopped", flush=True)
         sys.exit(0)
 
@@ -68,7 +68,7 @@ def main() -> None:
     wait_for_port(API_PORT, process=api)
     children.append(subprocess.Popen([python, "-m", "devstack.scheduler"], cwd=ROOT, env=env))
     api_url = f"http://127.0.0.1:{API_PORT}"
-    local_agents = agents.start(env, regions=agents.regions(env, dev_regions(env)), api_url=api_url)
+    local_agents = agents.start(env, regions=agent_regions, api_url=api_url)
     children += [process for _, _, process in local_agents]
     agent_lines = "".join(f"\n    {region}: health http://127.0.0.1:{port}/readyz" for region, port, _ in local_agents)
     print(f"\nOrochi DB is up.\n  API:       {api_url}  (try GET /health, /openapi.json)\n"
