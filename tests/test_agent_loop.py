@@ -547,8 +547,6 @@ def test_a_refused_desired_state_fails_the_cluster_at_once_and_dead_letters_the_
     assert (operation["status"], operation["error"]) == ("failed", reason)
 
 
-@pytest.mark.xfail(strict=True, reason="agent bug: Dispatcher._run logs an exception that escapes handle() but never "
-                   "releases the messages, so Leases extends them forever")
 def test_an_unexpected_driver_exception_hands_the_job_back_instead_of_leasing_it_forever(
     stack: Stack, owner: Account, region: Region, sqs: Any, start_agent: StartAgent,
 ) -> None:
@@ -607,8 +605,6 @@ def test_stopping_hands_an_unfinished_job_back_within_the_drain(
     assert agent.processed() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="agent bug: after the drain hands a job back, its worker goes on with it: it "
-                   "uses the closed driver and deletes (or hands back) a message it no longer holds")
 def test_a_job_handed_back_by_the_drain_is_left_alone_by_its_worker(
     stack: Stack, owner: Account, region: Region, sqs: Any, start_agent: StartAgent,
 ) -> None:

@@ -29,6 +29,7 @@ class Agent:
     def __init__(self, *, settings: Settings, queue: Queue, api: Api, driver: Driver, telemetry: Telemetry) -> None:
         self._settings, self._queue, self._api, self._driver, self._telemetry = settings, queue, api, driver, telemetry
         self.stop = threading.Event()          # no new work
+        self._abandoned = threading.Event()    # the drain is over: work still running touches nothing
         self._halt = threading.Event()         # background loops end (after the drain)
         self._retry = Retry(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
         self._probes = Probes()
@@ -50,7 +51,8 @@ class Agent:
         if not self.stop.is_set():
             reconciler = Reconciler(api=self._api, queue=self._queue, driver=self._driver, leases=self._leases,
                                     reporter=self._reporter, telemetry=self._telemetry, probes=self._probes,
-                                    stop=self.stop, retry=self._retry, max_receive_count=max_receive_count)
+                                    stop=self.stop, abandoned=self._abandoned, retry=self._retry,
+                                    max_receive_count=max_receive_count)
             self._dispatcher = Dispatcher(workers=self._settings.concurrency, handle=reconciler.handle)
             self._start_loops(self._dispatcher)
             self.stop.wait()
@@ -125,12 +127,14 @@ class Agent:
             failures = 0
             self._probes.ok("queue")
             if self.stop.is_set():
+                self._leases.hold(messages)
                 self._leases.release(messages, after=0)
                 return
             self._telemetry.jobs_received.inc(len(messages))
             self._dispatch(dispatcher, messages)
 
     def _dispatch(self, dispatcher: Dispatcher, messages: list[Message]) -> None:
+        self._leases.hold(messages)
         by_cluster: dict[str, list[Message]] = defaultdict(list)
         for message in messages:
             cluster_id = self._cluster_of(message)
@@ -140,7 +144,6 @@ class Agent:
             else:
                 by_cluster[cluster_id].append(message)
         for cluster_id, mine in by_cluster.items():
-            self._leases.hold(mine)
             if not dispatcher.submit(cluster_id, mine):
                 self._leases.release(mine, after=0)
 
@@ -161,6 +164,7 @@ class Agent:
         if self._receiver is not None:
             self._receiver.join(self._settings.poll_wait_seconds + self._settings.api_timeout_seconds)
         left = dispatcher.close(self._settings.drain_seconds)
+        self._abandoned.set()
         self._leases.release(left, after=0)
         log.info("drained", extra={"handed_back": len(left)})
 

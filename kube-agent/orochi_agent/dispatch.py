@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import queue
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from orochi_agent.clients.queue import Message
 
@@ -13,12 +13,19 @@ log = logging.getLogger("orochi_agent.dispatch")
 
 
 class Dispatcher:
-    """Runs `handle(cluster_id, messages)` on a pool. Work submitted for a cluster that is being handled waits
-    and is then handled once with everything that arrived meanwhile (a job is a hint: the latest state wins)."""
+    """Runs `handle(cluster_id, messages)` on `workers` threads. Work submitted for a cluster that is being handled
+    waits and is then handled once with everything that arrived meanwhile (a job is a hint: the latest state wins).
+
+    The threads are daemons: work still running when the agent exits is abandoned (its jobs were handed back),
+    never waited for.
+    """
 
     def __init__(self, *, workers: int, handle: Callable[[str, list[Message]], None]) -> None:
         self._handle = handle
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="reconcile")
+        self._ready: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._workers = workers
+        for index in range(workers):
+            threading.Thread(target=self._work, name=f"reconcile-{index}", daemon=True).start()
         self._changed = threading.Condition()
         self._waiting: dict[str, list[Message]] = {}
         self._running: dict[str, list[Message]] = {}
@@ -33,7 +40,7 @@ class Dispatcher:
             self._waiting.setdefault(cluster_id, []).extend(messages)
             if cluster_id not in self._scheduled:
                 self._scheduled.add(cluster_id)
-                self._pool.submit(self._run, cluster_id)
+                self._ready.put(cluster_id)
             return True
 
     def busy(self) -> int:
@@ -51,10 +58,14 @@ class Dispatcher:
             self._closed = True
             unstarted = [m for messages in self._waiting.values() for m in messages]
             self._waiting.clear()
+            for _ in range(self._workers):
+                self._ready.put(None)  # each worker ends once it is done with what it has in hand
             self._changed.wait_for(lambda: not self._running, timeout)
-            unfinished = [m for messages in self._running.values() for m in messages]
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        return unstarted + unfinished
+            return unstarted + [m for messages in self._running.values() for m in messages]
+
+    def _work(self) -> None:
+        while (cluster_id := self._ready.get()) is not None:
+            self._run(cluster_id)
 
     def _run(self, cluster_id: str) -> None:
         while True:

@@ -27,18 +27,18 @@ class Leases:
         with self._lock:
             self._held.update((m.id, m) for m in messages)
 
-    def drop(self, messages: list[Message]) -> None:
+    def drop(self, messages: list[Message]) -> list[Message]:
+        """Stop holding `messages`; those that were still held (the others were handed back meanwhile)."""
         with self._lock:
-            for m in messages:
-                self._held.pop(m.id, None)
+            return [m for m in messages if self._held.pop(m.id, None) is not None]
 
     def release(self, messages: list[Message], *, after: float) -> None:
         """Stop holding `messages` and hand them back: visible again after `after` seconds."""
-        if not messages:
+        held = self.drop(messages)
+        if not held:
             return
-        self.drop(messages)
         try:
-            self._queue.release(messages, after=after)
+            self._queue.release(held, after=after)
         except QueueError as e:
             log.warning("could not hand back %d job message(s); they return when their lease ends: %s",
                         len(messages), e)

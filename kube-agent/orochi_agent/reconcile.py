@@ -50,11 +50,13 @@ class Retry:
 
 class Reconciler:
     def __init__(self, *, api: Api, queue: Queue, driver: Driver, leases: Leases, reporter: Reporter,
-                 telemetry: Telemetry, probes: Probes, stop: threading.Event, retry: Retry,
-                 max_receive_count: int | None) -> None:
+                 telemetry: Telemetry, probes: Probes, stop: threading.Event, abandoned: threading.Event,
+                 retry: Retry, max_receive_count: int | None) -> None:
+        """`stop`: take no new work. `abandoned`: the drain is over and handed back what was in flight; from
+        then on a reconcile still running touches nothing (not the driver, the API or its jobs)."""
         self._api, self._queue, self._driver, self._leases = api, queue, driver, leases
         self._reporter, self._telemetry, self._probes, self._stop = reporter, telemetry, probes, stop
-        self._retry, self._max_receive_count = retry, max_receive_count
+        self._abandoned, self._retry, self._max_receive_count = abandoned, retry, max_receive_count
 
     def handle(self, cluster_id: str, messages: list[Message]) -> None:
         """Reconcile the cluster once for all of `messages` (none: a resync's), then delete or hand them back."""
@@ -81,6 +83,10 @@ class Reconciler:
             except ClusterFailed as failure:
                 self._cluster_failed(cluster_id, messages, failure)
                 return
+            except Exception:
+                log.exception("reconcile of %s failed unexpectedly; its job is handed back", cluster_id)
+                self._fail_attempt(messages, "unexpected")
+                return
         self._probes.ok("api")
         self._telemetry.reconcile_duration.observe(time.monotonic() - started)
         self._done(messages, outcome)
@@ -99,16 +105,23 @@ class Reconciler:
                 return "deleted"
             try:
                 self._driver.apply(desired)
+                self._still_ours()
                 observation = self._driver.observe(cluster_id)
             except DriverError as e:
                 raise ClusterFailed(desired, e) from e
+            self._still_ours()
             if observation is not None:
                 self._reporter.observed(cluster_id, observation)
             return "applied"
 
+    def _still_ours(self) -> None:
+        if self._abandoned.is_set():
+            raise Stopping()
+
     def _remove(self, cluster_id: str, desired: DesiredState | None) -> None:
         """Delete everything the driver holds of the cluster, waiting (job leased) while it goes."""
         for attempt in range(1, DELETE_ATTEMPTS + 1):
+            self._still_ours()
             try:
                 if self._driver.delete(cluster_id):
                     return
@@ -119,6 +132,8 @@ class Reconciler:
         raise ClusterFailed(desired, DriverError("the cluster's resources are still being removed"))
 
     def _cluster_failed(self, cluster_id: str, messages: list[Message], failure: ClusterFailed) -> None:
+        if self._abandoned.is_set():
+            return
         error = failure.error
         receives = max((m.receive_count for m in messages), default=0)
         last = self._max_receive_count is not None and receives >= self._max_receive_count
@@ -151,9 +166,9 @@ class Reconciler:
         self._leases.release(messages, after=self._retry.delay(receives))
 
     def _done(self, messages: list[Message], outcome: str) -> None:
+        messages = self._leases.drop(messages)  # a job the drain handed back is no longer ours to delete
         if not messages:
             return
-        self._leases.drop(messages)
         for attempt in range(1, 4):
             try:
                 self._queue.delete(messages)
