@@ -310,3 +310,41 @@ def test_answers_api_gateway_gives_itself_keep_the_error_shape(template: dict[st
         body = answer["ResponseTemplates"]["application/json"]
         assert '"error":{"code":' in body and '"request_id":"$context.requestId"' in body
         assert answer["ResponseParameters"]["gatewayresponse.header.X-Request-ID"] == "context.requestId"
+
+
+def agent_queue_actions() -> set[str]:
+    """The SQS actions the agent's queue client calls (every call goes through `Queue._call("<operation>", …)`)."""
+    tree = ast.parse((ROOT / "kube-agent" / "orochi_agent" / "clients" / "queue.py").read_text())
+    sqs = {xform_name(op): op for op in botocore.session.get_session().get_service_model("sqs").operation_names}
+    called = {node.args[0].value for node in ast.walk(tree)
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "_call"
+              and node.args and isinstance(node.args[0], ast.Constant)}
+    assert called and called <= set(sqs), called
+    return {f"sqs:{BATCH_OPERATIONS.get(sqs[method], sqs[method])}" for method in called}
+
+
+def test_each_regions_agent_may_work_its_own_job_queue_and_nothing_else(template):
+    queues = {q["Properties"]["QueueName"]: name for name, q in resources(template, "AWS::SQS::Queue").items()}
+    users = {u["Properties"]["UserName"]: u for u in resources(template, "AWS::IAM::User").values()}
+    expected = regions(template)
+    assert set(users) == {f"orochi-agent-{region}" for region in expected}
+    for region in expected:
+        statements = [s for policy in users[f"orochi-agent-{region}"]["Properties"]["Policies"]
+                      for s in policy["PolicyDocument"]["Statement"]]
+        for statement in statements:
+            assert statement["Effect"] == "Allow" and not {"NotAction", "NotResource"} & set(statement)
+            assert as_list(statement["Resource"]) == [{"Fn::GetAtt": [queues[f"orochi-jobs-{region}.fifo"], "Arn"]}]
+        assert {a for s in statements for a in as_list(s["Action"])} == agent_queue_actions()
+
+
+def test_each_dead_letter_queue_raises_an_alarm_on_its_first_message(template):
+    dead = {name for name, q in resources(template, "AWS::SQS::Queue").items()
+            if q["Properties"]["QueueName"].endswith("-dlq.fifo")}
+    watched = set()
+    for alarm in resources(template, "AWS::CloudWatch::Alarm").values():
+        properties = alarm["Properties"]
+        assert (properties["Namespace"], properties["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+        assert properties["Threshold"] == 1 and properties["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        (dimension,) = properties["Dimensions"]
+        watched.add(dimension["Value"]["Fn::GetAtt"][0])
+    assert watched == dead
