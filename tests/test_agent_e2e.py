@@ -122,6 +122,7 @@ def test_a_user_gets_a_real_replicated_cluster_scales_it_and_deletes_it(system: 
     until(lambda: cluster_of(stack, owner, cluster_id) is None, what="the cluster to be deleted")
     assert agent.servers(cluster_id) == {}
     assert not agent.cluster_dir(cluster_id).exists()
+    assert creds["password"] not in agent.log_text()
 
 
 def test_metrics_of_the_real_servers_reach_the_user_and_the_agent_heartbeats(system: System) -> None:
@@ -247,3 +248,15 @@ def test_a_version_the_driver_cannot_serve_fails_the_cluster_with_the_reason_and
 
     dead = until(dead_letter, timeout=120, what="the job in the dead-letter queue")
     assert json.loads(dead[0]["Body"])["cluster_id"] == cluster_id
+
+
+def test_readiness_names_what_the_agent_cannot_reach_while_liveness_holds(system: System) -> None:
+    agent = system.agent(OROCHI_API_URL="http://127.0.0.1:9")  # nothing listens there
+    assert agent.health("/healthz").status_code == 200
+
+    def not_ready() -> dict[str, Any] | None:
+        response = agent.health("/readyz")
+        return response.json() if response.status_code == 503 and "api" in response.json()["problems"] else None
+
+    assert "did not answer" in until(not_ready, what="/readyz to name the API")["problems"]["api"]
+    assert agent.env["OROCHI_AGENT_TOKEN"].split(".")[1] not in agent.log_text()
