@@ -7,6 +7,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -22,12 +23,19 @@ from orochi_agent.reconcile import Reconciler, Retry, resync
 from orochi_agent.settings import Settings
 from orochi_agent.telemetry import Telemetry
 
+if TYPE_CHECKING:  # the Kubernetes client is imported only when the cnpg driver runs
+    from orochi_agent.leadership import Leadership
+
 log = logging.getLogger("orochi_agent")
 
 
 class Agent:
-    def __init__(self, *, settings: Settings, queue: Queue, api: Api, driver: Driver, telemetry: Telemetry) -> None:
+    def __init__(self, *, settings: Settings, queue: Queue, api: Api, driver: Driver, telemetry: Telemetry,
+                 leadership: Leadership | None = None) -> None:
+        """`leadership`: with several replicas, only its holder runs resync, status and metrics (every replica
+        takes jobs); None for a single agent, which always leads."""
         self._settings, self._queue, self._api, self._driver, self._telemetry = settings, queue, api, driver, telemetry
+        self._leadership = leadership
         self.stop = threading.Event()          # no new work
         self._abandoned = threading.Event()    # the drain is over: work still running touches nothing
         self._halt = threading.Event()         # background loops end (after the drain)
@@ -82,33 +90,55 @@ class Agent:
         self._receiver = threading.Thread(target=self._receive, args=(dispatcher,), name="receive", daemon=True)
         self._receiver.start()
         threading.Thread(target=self._leases.run, name="leases", daemon=True).start()
+        if self._leadership is not None:
+            threading.Thread(target=self._leadership.run, args=(self._halt,), name="leadership", daemon=True).start()
         settings = self._settings
-        for name, interval, work in (
-            ("heartbeat", settings.heartbeat_interval, self._observer.heartbeat),
-            ("resync", settings.resync_interval, lambda: self._resync(dispatcher)),
-            ("status", settings.observe_interval, self._observer.report_status),
-            ("metrics", settings.metrics_interval, self._observer.send_metrics),
+        threading.Thread(target=self._resync_loop, args=(dispatcher,), name="resync", daemon=True).start()
+        for name, interval, work, leader_only in (
+            ("heartbeat", settings.heartbeat_interval, self._observer.heartbeat, False),
+            ("status", settings.observe_interval, self._observer.report_status, True),
+            ("metrics", settings.metrics_interval, self._observer.send_metrics, True),
         ):
-            threading.Thread(target=self._every, args=(interval, work), name=name, daemon=True).start()
+            threading.Thread(target=self._every, args=(interval, work, leader_only), name=name, daemon=True).start()
 
-    def _every(self, interval: float, work: Callable[[], None]) -> None:
+    def _leads(self) -> bool:
+        return self._leadership is None or self._leadership.leading()
+
+    def _every(self, interval: float, work: Callable[[], None], leader_only: bool) -> None:
         while not self.stop.is_set():
-            try:
-                work()
-            except Exception:
-                log.exception("%s failed", threading.current_thread().name)
+            if not leader_only or self._leads():
+                try:
+                    work()
+                except Exception:
+                    log.exception("%s failed", threading.current_thread().name)
             self.stop.wait(interval)
 
-    def _resync(self, dispatcher: Dispatcher) -> None:
+    def _resync_loop(self, dispatcher: Dispatcher) -> None:
+        """Resync at start, every resync interval, and at once when this replica becomes the leader; after a
+        failed one, again with backoff."""
+        led, due, failures = False, 0.0, 0
+        while not self.stop.is_set():
+            leads = self._leads()
+            if leads and (not led or time.monotonic() >= due):
+                if self._resync(dispatcher):
+                    failures, due = 0, time.monotonic() + self._settings.resync_interval
+                else:
+                    failures += 1
+                    due = time.monotonic() + self._retry.delay(failures)
+            led = leads
+            self.stop.wait(max(0.05, min(1.0, due - time.monotonic())))
+
+    def _resync(self, dispatcher: Dispatcher) -> bool:
         try:
             due = resync(api=self._api, driver=self._driver, dispatcher=dispatcher)
         except ApiError as e:
             self._probes.fail("api", str(e))
             log.warning("resync failed: %s", e)
-            return
+            return False
         self._probes.ok("api")
         self._telemetry.resynced()
         log.info("resync", extra={"reconciling": due})
+        return True
 
     def _receive(self, dispatcher: Dispatcher) -> None:
         failures = 0
