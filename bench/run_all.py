@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run_all            # or: make bench
     .venv/bin/python -m bench.run_all cold_start # only the named ones
     .venv/bin/python -m bench.run_all dynamo_calls scale_independence endpoint_latency  # the cluster/agent ones
+    .venv/bin/python -m bench.run_all agent_loop  # the real loop: API (HTTP) + agent + PostgreSQL servers
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import time
 
 from bench.common import ROOT, machine
 
-BENCHMARKS = ["cold_start", "whatif", "dynamo_calls", "login_latency", "scale_independence", "endpoint_latency"]
+BENCHMARKS = ["cold_start", "whatif", "dynamo_calls", "login_latency", "scale_independence", "endpoint_latency",
+              "agent_loop"]
 
 
 def main() -> int:
