@@ -23,6 +23,7 @@ from orochi_agent.drivers.local.binaries import Installation
 from orochi_agent.drivers.local.metrics import Sampler, Size
 from orochi_agent.drivers.local.server import PortTaken, Server
 from orochi_agent.drivers.local.state import ClusterState, Instance, Layout, Store
+from orochi_agent.drivers.sizing import max_connections
 from orochi_agent.models import DesiredState, Endpoint, MetricValues
 
 START_TIMEOUT_SECONDS = 60.0
@@ -37,12 +38,6 @@ _RESERVED_DATABASES = frozenset({"postgres", "template0", "template1"})
 _NAME_BYTES = 63
 
 log = logging.getLogger("orochi_agent.local")
-
-
-def max_connections(memory_gb: int) -> int:
-    """The servers' max_connections for a size with `memory_gb` GiB: 25 per GiB plus 50, at most 500
-    (2 GiB → 100, 4 → 150, 8 → 250, 16 and more → 500)."""
-    return min(25 * memory_gb + 50, 500)
 
 
 def server_settings(*, instance: str, memory_gb: int) -> dict[str, str]:
