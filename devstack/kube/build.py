@@ -30,6 +30,7 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 CNPG_VERSION = "v1.30.0"
+KUSTOMIZE_VERSION = "v5.7.1"  # renders kube-agent/deploy as `kubectl kustomize` does
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
@@ -52,6 +53,7 @@ class Binaries:
     """Every CRD of the CNPG operator (`config/crd/bases/*.yaml` of its module)."""
     cnpg_webhooks: Path
     """CNPG's `config/webhook/manifests.yaml`: its Mutating- and ValidatingWebhookConfiguration."""
+    kustomize: Path
 
 
 def cache_root() -> Path:
@@ -78,6 +80,10 @@ class _Layout:
     def cnpg(self) -> Path:
         return self.root / f"cnpg-{CNPG_VERSION}"
 
+    @property
+    def kustomize(self) -> Path:
+        return self.root / f"kustomize-{KUSTOMIZE_VERSION}"
+
     def binaries(self) -> Binaries:
         return Binaries(
             kube_apiserver=self.kubernetes / "kube-apiserver",
@@ -86,6 +92,7 @@ class _Layout:
             cnpg_manager=self.cnpg / "manager",
             cnpg_crds=tuple(sorted((self.cnpg / "config" / "crd" / "bases").glob("*.yaml"))),
             cnpg_webhooks=self.cnpg / "config" / "webhook" / "manifests.yaml",
+            kustomize=self.kustomize / "kustomize",
         )
 
 
@@ -101,6 +108,7 @@ def ensure_built(*, cache: Path | None = None, log: Log = _stderr) -> Binaries:
         (f"etcd {ETCD_VERSION}", lambda: _is_file(layout.binaries().etcd), _build_etcd),
         (f"cnpg {CNPG_VERSION}", lambda: _is_file(layout.binaries().cnpg_manager)
          and _is_file(layout.binaries().cnpg_webhooks) and bool(layout.binaries().cnpg_crds), _build_cnpg),
+        (f"kustomize {KUSTOMIZE_VERSION}", lambda: _is_file(layout.binaries().kustomize), _build_kustomize),
     ]
     if all(done() for _, done, _ in steps):
         return layout.binaries()
@@ -176,6 +184,18 @@ def _build_cnpg(layout: _Layout, log: Log) -> None:
     staging.chmod(0o755)  # mkdtemp made it private
     staging.rename(config)
     log(f"copied {len(crds)} CRDs and the webhook configurations into {config}")
+
+
+def _build_kustomize(layout: _Layout, log: Log) -> None:
+    """kustomize is a module of its own with a main package: `go install` it into a temporary folder, then move
+    the binary into place (so a half-written one is never taken for a finished one)."""
+    target = layout.binaries().kustomize
+    with tempfile.TemporaryDirectory(prefix="orochi-kustomize-") as scratch:
+        _run(["go", "install", f"sigs.k8s.io/kustomize/kustomize/v5@{KUSTOMIZE_VERSION}"], cwd=Path(scratch),
+             env={**_go_env(), "GOBIN": scratch}, log=log)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(scratch) / "kustomize"), str(target.with_suffix(".partial")))
+        target.with_suffix(".partial").replace(target)
 
 
 def _build_module(*, module: str, version: str, replace_version: str, packages: dict[str, str], ldflags: str,
@@ -302,6 +322,7 @@ def main() -> None:
     for crd in binaries.cnpg_crds:
         print(crd)
     print(binaries.cnpg_webhooks)
+    print(binaries.kustomize)
 
 
 if __name__ == "__main__":
