@@ -4,6 +4,7 @@ names, labels and the parameters a size gives. tests/test_cnpg_driver.py applies
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,20 @@ def test_scale_size_and_storage_change_the_cluster_spec_and_its_hash_but_a_new_g
     assert stamped["metadata"]["annotations"] == {names.GENERATION: "3", names.SPEC_HASH: manifests.spec_hash(base)}
 
 
+def test_an_object_carries_its_manifest_when_every_field_set_is_there_even_among_defaults() -> None:
+    service = manifests.build(desired(), PLACEMENT).service
+    stored = json.loads(json.dumps(service))  # as the API server keeps it: defaults and an ownerless annotation added
+    stored["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
+    stored["metadata"]["resourceVersion"] = "42"
+    stored["spec"]["ports"][0]["nodePort"] = 31234
+    stored["spec"].update(clusterIP="10.96.0.9", sessionAffinity="None")
+
+    assert manifests.carries(stored, service)
+    stored["spec"]["loadBalancerSourceRanges"] = ["0.0.0.0/0"]  # changed by hand
+    assert not manifests.carries(stored, service)
+    assert not manifests.carries(stored, manifests.build(desired(ip_allowlist=[]), PLACEMENT).service)
+
+
 def test_the_load_balancer_selects_the_primary_on_5432_and_keeps_client_addresses() -> None:
     service = manifests.build(desired(), PLACEMENT).service
     open_to_all = manifests.build(desired(ip_allowlist=[]), PLACEMENT).service
@@ -224,7 +239,7 @@ def test_network_policies_deny_by_default_and_admit_only_what_must_reach_postgre
                           internal_cidrs=("10.244.0.0/16", "10.245.0.0/16", "fd00::/8"))
     policies = {p["metadata"]["name"]: p["spec"] for p in manifests.build(desired(), placement).network_policies}
 
-    assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": []}
+    assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress"]}  # no rule: nothing gets in
 
     def admitted(name: str) -> tuple[list[dict[str, Any]], set[int]]:
         (rule,) = policies[name]["ingress"]

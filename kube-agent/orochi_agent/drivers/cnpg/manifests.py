@@ -64,8 +64,10 @@ class Manifests:
     network_policies: tuple[Manifest, ...]
     tiers_secret: Manifest | None
     cluster: Manifest
-    """Without the agent's annotations: `stamped()` adds them."""
+    """Without the agent's annotations: `stamped()` adds them, with the generation its spec belongs to."""
     service: Manifest
+    """The namespace and the Service carry their spec hash, so a watch cache tells when applying them changes
+    nothing."""
 
 
 def build(desired: DesiredState, placement: Placement) -> Manifests:
@@ -73,11 +75,11 @@ def build(desired: DesiredState, placement: Placement) -> Manifests:
     labels = names.labels(cluster_id=desired.id, org_id=desired.org_id)
     tiers = _tier_values(desired)
     return Manifests(
-        namespace={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}},
+        namespace=stamped({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}),
         network_policies=_network_policies(namespace, labels, placement),
         tiers_secret=_secret(names.TIERS_SECRET, namespace, labels, tiers, type_="Opaque") if tiers else None,
         cluster=_cluster(desired, namespace, labels, placement, tiers),
-        service=_service(desired, namespace, labels),
+        service=stamped(_service(desired, namespace, labels)),
     )
 
 
@@ -91,17 +93,35 @@ def app_secret(desired: DesiredState, *, follows: int) -> Manifest:
     return secret
 
 
-def stamped(cluster: Manifest, *, generation: int) -> Manifest:
-    """The Cluster with the orochi generation of its spec and the spec's hash."""
-    metadata = {**cluster["metadata"], "annotations": {names.GENERATION: str(generation),
-                                                        names.SPEC_HASH: spec_hash(cluster)}}
-    return {**cluster, "metadata": metadata}
+def stamped(manifest: Manifest, *, generation: int | None = None) -> Manifest:
+    """The object with its spec hash and, for the Cluster, the orochi generation its spec belongs to."""
+    annotations = {names.SPEC_HASH: spec_hash(manifest)}
+    if generation is not None:
+        annotations[names.GENERATION] = str(generation)
+    return {**manifest, "metadata": {**manifest["metadata"], "annotations": annotations}}
 
 
-def spec_hash(cluster: Manifest) -> str:
-    """A hash of everything the agent sets on the Cluster but its own annotations."""
-    unstamped = {**cluster, "metadata": {k: v for k, v in cluster["metadata"].items() if k != "annotations"}}
+def spec_hash(manifest: Manifest) -> str:
+    """A hash of everything the agent sets on an object but its own annotations."""
+    unstamped = {**manifest, "metadata": {k: v for k, v in manifest["metadata"].items() if k != "annotations"}}
     return hashlib.sha256(json.dumps(unstamped, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def carries(live: dict[str, Any], manifest: Manifest) -> bool:
+    """Whether the stored object `live` already is `manifest` applied: the same spec hash, and every field the
+    manifest sets at the value it sets (a hand edit of one of them shows). Applying it again would change
+    nothing."""
+    want = ((manifest.get("metadata") or {}).get("annotations") or {}).get(names.SPEC_HASH)
+    have = ((live.get("metadata") or {}).get("annotations") or {}).get(names.SPEC_HASH)
+    return want is not None and want == have and _contains(live, manifest)
+
+
+def _contains(live: Any, want: Any) -> bool:
+    if isinstance(want, dict):
+        return isinstance(live, dict) and all(k in live and _contains(live[k], v) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(live, list) and len(live) == len(want) and all(map(_contains, live, want))
+    return bool(live == want)
 
 
 def objects(desired: DesiredState, placement: Placement, *, generation: int, follows: int) -> list[Manifest]:
@@ -165,9 +185,11 @@ def _network_policies(namespace: str, labels: dict[str, str], placement: Placeme
     postgres, manager = _port(names.POSTGRES_PORT), _port(names.INSTANCE_MANAGER_PORT)
 
     def policy(name: str, selector: dict[str, Any], rules: list[dict[str, Any]]) -> Manifest:
+        # No `ingress` at all when there is no rule: the API server stores an empty list as none, and an apply
+        # that sends one would write again every time.
+        spec = {"podSelector": selector, "policyTypes": ["Ingress"], **({"ingress": rules} if rules else {})}
         return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-                "spec": {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": rules}}
+                "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)}, "spec": spec}
 
     policies = [
         policy("default-deny", {}, []),

@@ -1,0 +1,408 @@
+"""The cnpg driver against the real thing: kube-apiserver v1.37.2 with the real CNPG v1.30.0 operator and its
+admission webhooks (devstack/kube), through the driver's public methods and a `Kube` from the test bed's kubeconfig.
+
+There is no kubelet: pods never run, so a Cluster stays in `Setting up primary`. A test that needs more writes the
+status as CNPG would, through the status subresource, after telling CNPG to keep off the Cluster
+(`cnpg.io/reconciliationLoop: disabled`, or with the operator stopped). Faults come from a small proxy in front of
+the API server that answers chosen requests with an error, late, or cuts watches. Every wait is on a condition
+with a deadline.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from pydantic import SecretStr
+
+from devstack.kube.build import BuildError, ensure_built
+from devstack.kube.testbed import ApiError, Testbed
+from orochi_agent.clients.kube import (
+    CLUSTERS, NAMESPACES, NETWORK_POLICIES, SECRETS, SERVICES, Call, Kube,
+)
+from orochi_agent.drivers.base import DriverError, Observation, Refused
+from orochi_agent.drivers.cnpg import CnpgDriver, names
+from orochi_agent.models import DesiredState, DesiredStorageTiers, S3Credentials
+
+T = TypeVar("T")
+IMAGE = "ghcr.io/cloudnative-pg/postgresql:18.0"
+DISABLED = {"metadata": {"annotations": {"cnpg.io/reconciliationLoop": "disabled"}}}
+ENABLED = {"metadata": {"annotations": {"cnpg.io/reconciliationLoop": None}}}
+
+
+@pytest.fixture(scope="module")
+def testbed() -> Iterator[Testbed]:
+    try:
+        binaries = ensure_built()
+    except BuildError as e:
+        pytest.fail(f"building the Kubernetes test bed failed:\n{e}", pytrace=False)
+    with Testbed(binaries) as bed:
+        yield bed
+
+
+@pytest.fixture(scope="module")
+def kube(testbed: Testbed) -> Iterator[Kube]:
+    client = Kube.from_config(str(testbed.admin_kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def driver(kube: Kube) -> Iterator[CnpgDriver]:
+    cnpg = CnpgDriver(kube=kube, scrape_namespaces=("orochi-agent",), retry_base=0.05, sync_timeout=60)
+    cnpg.start()
+    yield cnpg
+    cnpg.close()
+
+
+def new_id() -> str:
+    return "cls_" + secrets.token_urlsafe(16).replace("-", "x").replace("_", "y")  # as the API makes them
+
+
+def desired(cluster_id: str, **changes: Any) -> DesiredState:
+    fields: dict[str, Any] = dict(
+        id=cluster_id, org_id="org_Q2xYp0aZ9bT7uVwX1yZ3aB", name="orders", region="nyc1", generation=1,
+        deleting=False, postgres_version="18", image=IMAGE, size="db-s-1vcpu-2gb", vcpu=1, memory_gb=2, instances=1,
+        storage_gb=1, ip_allowlist=["203.0.113.0/24"], database="app", owner="app", password=SecretStr("pw-1-secret"),
+    )
+    fields.update(changes)
+    return DesiredState(**fields)
+
+
+def tiers() -> DesiredStorageTiers:
+    return DesiredStorageTiers(cold=S3Credentials(
+        endpoint="https://s3.eu-west-1.amazonaws.com", bucket="acme-cold", region="eu-west-1", prefix="orders/",
+        access_key_id="AKIACOLD", secret_access_key=SecretStr("c0ld-secret")))
+
+
+def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 60) -> T:
+    """The first truthy value of `probe`, polled until the deadline."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while time.monotonic() < deadline:
+        if value := probe():
+            return value
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+    raise AssertionError(f"no {what} after {timeout:.0f}s")
+
+
+def cluster_path(namespace: str, *, status: bool = False) -> str:
+    return f"/apis/postgresql.cnpg.io/v1/namespaces/{namespace}/clusters/{names.CLUSTER}" + ("/status" if status else "")
+
+
+def merge(testbed: Testbed, path: str, body: dict[str, Any]) -> Any:
+    """A merge patch as admin (another field manager than the agent's): a hand edit."""
+    return testbed.request("PATCH", path, body=body, content_type="application/merge-patch+json")
+
+
+def healthy_status(*, instances: int, secret_version: str | None = None, ips: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A status as CNPG writes it for a healthy cluster (pg-1 primary)."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status: dict[str, Any] = {
+        "phase": "Cluster in healthy state", "phaseReason": "", "instances": instances, "readyInstances": instances,
+        "currentPrimary": "pg-1", "targetPrimary": "pg-1",
+        "instanceNames": [f"pg-{i}" for i in range(1, instances + 1)],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "ClusterIsReady", "message": "Cluster is Ready",
+                        "lastTransitionTime": now}],
+    }
+    if ips:
+        status["instancesReportedState"] = {f"pg-{i}": {"isPrimary": i == 1, "timeLineID": 1, "ip": ip}
+                                            for i, ip in enumerate(ips, start=1)}
+    if secret_version is not None:
+        status["secretsResourceVersion"] = {"applicationSecretVersion": secret_version}
+    return status
+
+
+def observed(driver: CnpgDriver, cluster_id: str) -> Observation:
+    observation = driver.observe(cluster_id)
+    assert observation is not None
+    return observation
+
+
+def resource_version(kube: Kube, resource: Any, name: str, namespace: str | None = None) -> str:
+    obj = kube.get(resource, name, namespace=namespace)
+    assert obj is not None, f"{resource.plural}/{name} is missing"
+    return obj["metadata"]["resourceVersion"]
+
+
+# Manifests accepted by the real thing
+
+
+def test_every_manifest_is_accepted_and_the_operator_creates_its_children(testbed: Testbed, kube: Kube,
+                                                                          driver: CnpgDriver) -> None:
+    cluster_id = new_id()
+    state = desired(cluster_id, storage_tiers=tiers(), ip_allowlist=["203.0.113.0/24", "2001:db8::/32"])
+    namespace = names.namespace(cluster_id)
+
+    driver.apply(state)  # a webhook's refusal fails here, with its message
+
+    stored = kube.get(CLUSTERS, names.CLUSTER, namespace=namespace)
+    assert stored is not None and stored["spec"]["instances"] == 1 and stored["spec"]["imageName"] == IMAGE
+    assert stored["metadata"]["annotations"][names.GENERATION] == "1"
+    assert stored["spec"]["postgresql"]["parameters"]["shared_buffers"] == "512MB"
+    assert stored["spec"]["postgresql"]["parameters"]["max_connections"] == "100"
+    managers = {entry["manager"] for entry in stored["metadata"]["managedFields"] if entry["operation"] == "Apply"}
+    assert managers == {"orochi-agent"}
+    for resource, name in ((NETWORK_POLICIES, "default-deny"), (NETWORK_POLICIES, "allow-clients"),
+                           (NETWORK_POLICIES, "allow-replication"), (NETWORK_POLICIES, "allow-operator"),
+                           (NETWORK_POLICIES, "allow-metrics"), (SECRETS, names.APP_SECRET),
+                           (SECRETS, names.TIERS_SECRET), (SERVICES, names.SERVICE)):
+        obj = kube.get(resource, name, namespace=namespace)
+        assert obj is not None, f"{resource.plural}/{name} was not created"
+        assert obj["metadata"]["labels"][names.CLUSTER_LABEL] == cluster_id
+    service = kube.get(SERVICES, names.SERVICE, namespace=namespace)
+    assert service is not None and service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24", "2001:db8::/32"]
+    assert kube.get(NAMESPACES, namespace)["metadata"]["annotations"][names.GENERATION] == "1"  # type: ignore[index]
+
+    # The operator's children, labeled as the agent's too (inheritedMetadata).
+    def child(path: str) -> Any:
+        try:
+            return testbed.request("GET", path)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    rw = wait_for("Service pg-rw", lambda: child(f"/api/v1/namespaces/{namespace}/services/pg-rw"))
+    assert rw["spec"]["selector"]["cnpg.io/instanceRole"] == "primary"
+    pvc = wait_for("PVC pg-1", lambda: child(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/pg-1"))
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert pvc["spec"]["storageClassName"] == "do-block-storage"
+    assert pvc["metadata"]["labels"][names.CLUSTER_LABEL] == cluster_id
+    job = wait_for("Job pg-1-initdb", lambda: child(f"/apis/batch/v1/namespaces/{namespace}/jobs/pg-1-initdb"))
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "Cluster"
+    wait_for("PodDisruptionBudget pg-primary",
+             lambda: child(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/pg-primary"))
+    pod = wait_for("the initdb Pod", lambda: child(
+        f"/api/v1/namespaces/{namespace}/pods?labelSelector=job-name%3Dpg-1-initdb")["items"])[0]
+    env = {e["name"]: e for c in pod["spec"]["containers"] for e in c.get("env", [])}
+    assert env["OROCHI_COLD_S3_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": names.TIERS_SECRET, "key": "cold-secret-access-key"}
+    assert driver.clusters()[cluster_id] == 1
+    driver.delete(cluster_id)
+
+
+def test_a_no_op_apply_writes_nothing(kube: Kube, driver: CnpgDriver) -> None:
+    cluster_id = new_id()
+    state = desired(cluster_id)
+    namespace = names.namespace(cluster_id)
+    driver.apply(state)
+    wait_for("the caches to show it", lambda: driver.observe(cluster_id))
+    objects = [(NAMESPACES, namespace, None), (NETWORK_POLICIES, "default-deny", namespace),
+               (SECRETS, names.APP_SECRET, namespace), (SERVICES, names.SERVICE, namespace)]
+    before = [resource_version(kube, *o) for o in objects]
+    generation = kube.get(CLUSTERS, names.CLUSTER, namespace=namespace)["metadata"]["generation"]  # type: ignore[index]
+    calls = kube.calls()
+
+    driver.apply(state)
+
+    made = kube.calls() - calls
+    # What the watch caches show as applied is not sent again; the policies and the Secret are applied (no-ops).
+    assert made == {Call("patch", "networking.k8s.io", "networkpolicies", namespace): 5,
+                    Call("patch", "", "secrets", namespace): 1}
+    assert [resource_version(kube, *o) for o in objects] == before
+    assert kube.get(CLUSTERS, names.CLUSTER, namespace=namespace)["metadata"]["generation"] == generation  # type: ignore[index]
+    driver.delete(cluster_id)
+
+
+def test_scale_and_storage_growth_change_the_cluster_in_place(kube: Kube, driver: CnpgDriver) -> None:
+    cluster_id = new_id()
+    namespace = names.namespace(cluster_id)
+    driver.apply(desired(cluster_id))
+    first = kube.get(CLUSTERS, names.CLUSTER, namespace=namespace)
+    assert first is not None
+
+    driver.apply(desired(cluster_id, generation=2, instances=3, storage_gb=2, vcpu=2, memory_gb=4))
+
+    second = kube.get(CLUSTERS, names.CLUSTER, namespace=namespace)
+    assert second is not None
+    assert second["metadata"]["uid"] == first["metadata"]["uid"]
+    assert second["metadata"]["generation"] == first["metadata"]["generation"] + 1
+    assert second["spec"]["instances"] == 3 and second["spec"]["storage"]["size"] == "2Gi"
+    assert second["spec"]["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
+    assert second["spec"]["postgresql"]["parameters"]["max_connections"] == "150"
+    assert second["metadata"]["annotations"][names.GENERATION] == "2"
+    assert driver.clusters()[cluster_id] == 2
+    driver.delete(cluster_id)
+
+
+def test_an_allow_list_change_touches_only_the_load_balancer(testbed: Testbed, kube: Kube,
+                                                             driver: CnpgDriver) -> None:
+    cluster_id = new_id()
+    namespace = names.namespace(cluster_id)
+    driver.apply(desired(cluster_id))
+    merge(testbed, cluster_path(namespace), DISABLED)  # CNPG keeps off: its status writes would move the Cluster
+    cluster_before = resource_version(kube, CLUSTERS, names.CLUSTER, namespace)
+    others = [(NETWORK_POLICIES, "allow-clients", namespace), (SECRETS, names.APP_SECRET, namespace)]
+    others_before = [resource_version(kube, *o) for o in others]
+    service_before = resource_version(kube, SERVICES, names.SERVICE, namespace)
+
+    driver.apply(desired(cluster_id, generation=2, ip_allowlist=["198.51.100.0/24"]))
+
+    assert resource_version(kube, CLUSTERS, names.CLUSTER, namespace) == cluster_before
+    assert [resource_version(kube, *o) for o in others] == others_before
+    service = kube.get(SERVICES, names.SERVICE, namespace=namespace)
+    assert service is not None and service["metadata"]["resourceVersion"] != service_before
+    assert service["spec"]["loadBalancerSourceRanges"] == ["198.51.100.0/24"]
+    assert driver.clusters()[cluster_id] == 2  # applied in full: the namespace records it
+
+    driver.apply(desired(cluster_id, generation=3, ip_allowlist=[]))  # no list: open, the field goes
+
+    service = kube.get(SERVICES, names.SERVICE, namespace=namespace)
+    assert service is not None and "loadBalancerSourceRanges" not in service["spec"]
+    assert resource_version(kube, CLUSTERS, names.CLUSTER, namespace) == cluster_before
+    merge(testbed, cluster_path(namespace), ENABLED)
+    driver.delete(cluster_id)
+
+
+# Status
+
+
+def test_observe_reports_a_generation_only_once_cnpg_acted_on_it_then_ready_with_the_endpoint(
+        testbed: Testbed, kube: Kube, driver: CnpgDriver) -> None:
+    cluster_id = new_id()
+    namespace = names.namespace(cluster_id)
+    assert driver.observe(cluster_id) is None
+
+    driver.apply(desired(cluster_id))
+    # The real operator takes generation 1 up: it records the app Secret's version (the proof).
+    first = wait_for("CNPG acting on generation 1", lambda: (o := driver.observe(cluster_id)) and o.generation == 1 and o)
+    assert first.phase == "provisioning" and first.endpoint is None
+    wait_for("CNPG's phase", lambda: "Setting up primary" in (observed(driver, cluster_id).message or ""))
+
+    merge(testbed, cluster_path(namespace), DISABLED)  # CNPG does not take the next spec up
+    driver.apply(desired(cluster_id, generation=2, instances=3))
+    testbed.stop_operator()
+    try:
+        # Healthy for three instances, as CNPG writes it, but without the new Secret version: not acted on yet.
+        merge(testbed, cluster_path(namespace, status=True), {"status": healthy_status(instances=3)})
+        seen = wait_for("the healthy status in the cache", lambda: (o := driver.observe(cluster_id))
+                        and o.phase == "ready" and o)
+        assert seen.generation == 1
+        assert seen.ready_instances == 3 and seen.primary == "pg-1" and seen.endpoint is None
+
+        # CNPG's reconcile of generation 2 records the app Secret's current version: now it is observed.
+        secret_version = resource_version(kube, SECRETS, names.APP_SECRET, namespace)
+        merge(testbed, cluster_path(namespace, status=True),
+              {"status": healthy_status(instances=3, secret_version=secret_version)})
+        ready = wait_for("generation 2 observed", lambda: (o := driver.observe(cluster_id)) and o.generation == 2 and o)
+        assert ready.phase == "ready" and ready.ready_instances == 3 and ready.message is None
+        assert ready.endpoint is None  # no load balancer address yet
+
+        testbed.request("PATCH", f"/api/v1/namespaces/{namespace}/services/{names.SERVICE}/status",
+                        body={"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}},
+                        content_type="application/merge-patch+json")
+        with_endpoint = wait_for("the endpoint", lambda: (o := driver.observe(cluster_id)) and o.endpoint and o)
+        assert (with_endpoint.endpoint.host, with_endpoint.endpoint.port) == ("203.0.113.10", 5432)  # type: ignore[union-attr]
+        assert with_endpoint.generation == 2 and with_endpoint.phase == "ready"
+
+        # An allow-list change does not wait for CNPG: the Cluster is untouched.
+        calls = kube.calls()
+        driver.apply(desired(cluster_id, generation=3, instances=3, ip_allowlist=["198.51.100.0/24"]))
+        assert not [c for c in kube.calls() - calls if c.resource == "clusters"]  # nor the webhooks, which are down
+        assert wait_for("generation 3", lambda: (o := driver.observe(cluster_id)) and o.generation == 3 and o).phase == "ready"
+
+        merge(testbed, cluster_path(namespace, status=True), {"status": {
+            "phase": "Cluster is unrecoverable and needs manual intervention", "phaseReason": "PVC pg-2 lost"}})
+        failed = wait_for("the failed phase", lambda: (o := driver.observe(cluster_id)) and o.phase == "failed" and o)
+        assert "PVC pg-2 lost" in (failed.message or "")
+    finally:
+        testbed.start_operator()
+    merge(testbed, cluster_path(namespace), ENABLED)
+    driver.delete(cluster_id)
+
+
+# Refusals and errors
+
+
+def test_a_webhook_rejection_is_refused_with_the_webhooks_message(driver: CnpgDriver) -> None:
+    cluster_id = new_id()
+    driver.apply(desired(cluster_id, storage_gb=2))
+
+    with pytest.raises(Refused) as latest:
+        driver.apply(desired(cluster_id, generation=2, storage_gb=2, image="ghcr.io/cloudnative-pg/postgresql:latest"))
+    with pytest.raises(Refused) as shrink:
+        driver.apply(desired(cluster_id, generation=3, storage_gb=1))
+
+    assert "denied the request" in latest.value.message
+    assert "Can't use 'latest' as image tag" in latest.value.message
+    assert "can't shrink existing storage from 2Gi to 1Gi" in shrink.value.message
+    assert not latest.value.transient
+    assert driver.clusters()[cluster_id] == 1  # a refused generation is not recorded as applied
+    driver.delete(cluster_id)
+
+
+def test_a_forbidden_call_is_a_lasting_error_naming_what_the_role_lacks(testbed: Testbed) -> None:
+    testbed.request("POST", "/api/v1/namespaces/default/serviceaccounts", body={"metadata": {"name": "nobody"}})
+    kubeconfig = testbed.service_account_kubeconfig(namespace="default", name="nobody")
+    nobody = CnpgDriver(kube=Kube.from_config(str(kubeconfig)), attempts=1)
+
+    with pytest.raises(DriverError) as raised:
+        nobody.apply(desired(new_id()))
+
+    assert not raised.value.transient
+    assert "forbidden" in raised.value.message and "system:serviceaccount:default:nobody" in raised.value.message
+    nobody.close()
+
+
+def test_an_unserved_version_or_reserved_owner_is_refused_before_any_call(kube: Kube, driver: CnpgDriver) -> None:
+    calls = kube.calls()
+
+    with pytest.raises(Refused, match="PostgreSQL 9 is not served"):
+        driver.apply(desired(new_id(), postgres_version="9"))
+    with pytest.raises(Refused, match="reserved"):
+        driver.apply(desired(new_id(), owner="postgres"))
+
+    assert kube.calls() == calls
+
+
+# Delete and drift
+
+
+def test_delete_is_true_only_once_the_namespace_is_gone(kube: Kube, driver: CnpgDriver) -> None:
+    cluster_id = new_id()
+    namespace = names.namespace(cluster_id)
+    driver.apply(desired(cluster_id))
+
+    assert driver.delete(cluster_id) is False
+    assert kube.get(NAMESPACES, namespace) is not None  # terminating: the finalizers run
+    wait_for("the namespace gone", lambda: driver.delete(cluster_id), timeout=120)
+
+    assert kube.get(NAMESPACES, namespace) is None
+    assert driver.delete(cluster_id) is True  # idempotent
+    wait_for("the caches to forget it", lambda: cluster_id not in driver.clusters() and driver.observe(cluster_id) is None)
+
+
+def test_objects_changed_or_deleted_by_hand_are_put_back_by_the_next_apply(testbed: Testbed, kube: Kube,
+                                                                          driver: CnpgDriver) -> None:
+    cluster_id = new_id()
+    namespace = names.namespace(cluster_id)
+    state = desired(cluster_id)
+    driver.apply(state)
+    merge(testbed, cluster_path(namespace), {"spec": {"instances": 2, "postgresql": {"parameters": {
+        "max_connections": "20"}}}})
+    merge(testbed, f"/api/v1/namespaces/{namespace}/services/{names.SERVICE}",
+          {"spec": {"loadBalancerSourceRanges": ["0.0.0.0/0"]}})
+    merge(testbed, f"/api/v1/namespaces/{namespace}/secrets/{names.APP_SECRET}",
+          {"data": {"password": base64.b64encode(b"changed").decode()}})
+    testbed.request("DELETE", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/default-deny")
+    testbed.request("DELETE", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/allow-clients")
+
+    driver.apply(state)
+
+    cluster = kube.get(CLUSTERS, names.CLUSTER, namespace=namespace)
+    assert cluster is not None and cluster["spec"]["instances"] == 1
+    assert cluster["spec"]["postgresql"]["parameters"]["max_connections"] == "100"
+    service = kube.get(SERVICES, names.SERVICE, namespace=namespace)
+    assert service is not None and service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
+    secret = kube.get(SECRETS, names.APP_SECRET, namespace=namespace)
+    assert secret is not None and base64.b64decode(secret["data"]["password"]) == b"pw-1-secret"
+    assert kube.get(NETWORK_POLICIES, "default-deny", namespace=namespace) is not None
+    assert kube.get(NETWORK_POLICIES, "allow-clients", namespace=namespace) is not None
+    driver.delete(cluster_id)
