@@ -12,21 +12,33 @@ from __future__ import annotations
 
 import base64
 import datetime
+import http.client
+import json
 import secrets
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlparse
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from devstack.kube.build import BuildError, ensure_built
 from devstack.kube.testbed import ApiError, Testbed
+from orochi_agent.clients import exporter as exporter_client
 from orochi_agent.clients.kube import (
-    CLUSTERS, NAMESPACES, NETWORK_POLICIES, SECRETS, SERVICES, Call, Kube,
+    CLUSTERS, NAMESPACES, NETWORK_POLICIES, POD_METRICS, SECRETS, SERVICES, Call, Kube,
 )
 from orochi_agent.drivers.base import DriverError, Observation, Refused
 from orochi_agent.drivers.cnpg import CnpgDriver, names
+from orochi_agent.drivers.cnpg.cache import Cache
 from orochi_agent.models import DesiredState, DesiredStorageTiers, S3Credentials
 
 T = TypeVar("T")
@@ -393,12 +405,22 @@ def test_objects_changed_or_deleted_by_hand_are_put_back_by_the_next_apply(testb
           {"data": {"password": base64.b64encode(b"changed").decode()}})
     testbed.request("DELETE", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/default-deny")
     testbed.request("DELETE", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/allow-clients")
+    driver.apply(state)
+    testbed.request("PATCH", f"/api/v1/namespaces/{namespace}/services/{names.SERVICE}/status",
+                    body={"status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.net"}]}}},
+                    content_type="application/merge-patch+json")
+    wait_for("the endpoint", lambda: observed(driver, cluster_id).endpoint)
+    testbed.request("DELETE", f"/api/v1/namespaces/{namespace}/services/{names.SERVICE}")
+    testbed.request("DELETE", cluster_path(namespace))
+    wait_for("the deletions in the watch caches", lambda: (o := observed(driver, cluster_id)).endpoint is None
+             and "does not exist" in (o.message or ""))
 
     driver.apply(state)
 
     cluster = kube.get(CLUSTERS, names.CLUSTER, namespace=namespace)
     assert cluster is not None and cluster["spec"]["instances"] == 1
     assert cluster["spec"]["postgresql"]["parameters"]["max_connections"] == "100"
+    assert cluster["metadata"]["annotations"][names.GENERATION] == "1"
     service = kube.get(SERVICES, names.SERVICE, namespace=namespace)
     assert service is not None and service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
     secret = kube.get(SECRETS, names.APP_SECRET, namespace=namespace)
@@ -406,3 +428,392 @@ def test_objects_changed_or_deleted_by_hand_are_put_back_by_the_next_apply(testb
     assert kube.get(NETWORK_POLICIES, "default-deny", namespace=namespace) is not None
     assert kube.get(NETWORK_POLICIES, "allow-clients", namespace=namespace) is not None
     driver.delete(cluster_id)
+
+
+def test_an_older_generation_than_the_one_applied_changes_nothing(kube: Kube, driver: CnpgDriver) -> None:
+    cluster_id = new_id()
+    namespace = names.namespace(cluster_id)
+    driver.apply(desired(cluster_id, generation=2, instances=3))
+    before = resource_version(kube, CLUSTERS, names.CLUSTER, namespace)
+
+    driver.apply(desired(cluster_id, generation=1, instances=1))  # a stale desired state, late
+    driver.apply(desired(cluster_id, generation=2, instances=3))  # a duplicate
+
+    cluster = kube.get(CLUSTERS, names.CLUSTER, namespace=namespace)
+    assert cluster is not None and cluster["spec"]["instances"] == 3
+    assert cluster["metadata"]["annotations"][names.GENERATION] == "2"
+    assert int(cluster["metadata"]["resourceVersion"]) >= int(before)
+    assert driver.clusters()[cluster_id] == 2
+    driver.delete(cluster_id)
+
+
+# Metrics, from a served exporter text and a served metrics API
+
+
+PRIMARY_EXPORTER = """\
+# HELP cnpg_backends_total Number of backends
+# TYPE cnpg_backends_total gauge
+cnpg_backends_total{application_name="",datname="app",state="active",usename="app"} 3
+cnpg_backends_total{application_name="psql",datname="app",state="idle",usename="app"} 4
+cnpg_backends_total{application_name="cnpg-instance-manager",datname="postgres",state="idle",usename="postgres"} 2
+cnpg_backends_total{application_name="pg-2",datname="",state="active",usename="streaming_replica"} 1
+cnpg_backends_total{application_name="cnpg_metrics_exporter",datname="app",state="active",usename="cnpg_metrics_exporter"} 1
+# HELP cnpg_backends_max_tx_duration_seconds Maximum duration of a transaction in seconds
+# TYPE cnpg_backends_max_tx_duration_seconds gauge
+cnpg_backends_max_tx_duration_seconds{application_name="",datname="app",state="active",usename="app"} 0.2
+# HELP cnpg_collector_pg_wal Total size in bytes of WAL segments in the '/var/lib/postgresql/data/pgdata/pg_wal' directory  computed as (wal_segment_size * count)
+# TYPE cnpg_collector_pg_wal gauge
+cnpg_collector_pg_wal{value="count"} 4
+cnpg_collector_pg_wal{value="keep"} 32
+cnpg_collector_pg_wal{value="max"} 64
+cnpg_collector_pg_wal{value="min"} 5
+cnpg_collector_pg_wal{value="size"} 6.7108864e+07
+cnpg_collector_pg_wal{value="volume_max"} 128
+cnpg_collector_pg_wal{value="volume_size"} 1.073741824e+09
+# HELP cnpg_collector_up 1 if PostgreSQL is up, 0 otherwise.
+# TYPE cnpg_collector_up gauge
+cnpg_collector_up{cluster="pg"} 1
+# HELP cnpg_pg_database_size_bytes Disk space used by the database
+# TYPE cnpg_pg_database_size_bytes gauge
+cnpg_pg_database_size_bytes{datname="app"} 5.36870912e+08
+cnpg_pg_database_size_bytes{datname="postgres"} 7.5e+06
+# HELP cnpg_pg_replication_lag Replication lag behind primary in seconds
+# TYPE cnpg_pg_replication_lag gauge
+cnpg_pg_replication_lag 0
+# HELP cnpg_pg_replication_in_recovery Whether the instance is in recovery
+# TYPE cnpg_pg_replication_in_recovery gauge
+cnpg_pg_replication_in_recovery 0
+# HELP cnpg_pg_settings_setting Setting value
+# TYPE cnpg_pg_settings_setting gauge
+cnpg_pg_settings_setting{name="max_connections"} 100
+cnpg_pg_settings_setting{name="shared_buffers"} 65536
+# HELP cnpg_pg_stat_database_xact_commit Number of transactions in this database that have been committed
+# TYPE cnpg_pg_stat_database_xact_commit counter
+cnpg_pg_stat_database_xact_commit{datname="app"} {commits}
+cnpg_pg_stat_database_xact_commit{datname="postgres"} 500
+# HELP cnpg_pg_stat_database_xact_rollback Number of transactions in this database that have been rolled back
+# TYPE cnpg_pg_stat_database_xact_rollback counter
+cnpg_pg_stat_database_xact_rollback{datname="app"} 20
+cnpg_pg_stat_database_xact_rollback{datname="postgres"} 0
+"""
+REPLICA_EXPORTER = """\
+# HELP cnpg_backends_total Number of backends
+# TYPE cnpg_backends_total gauge
+cnpg_backends_total{application_name="",datname="app",state="active",usename="app"} 2
+# HELP cnpg_pg_replication_lag Replication lag behind primary in seconds
+# TYPE cnpg_pg_replication_lag gauge
+cnpg_pg_replication_lag 2.5
+# HELP cnpg_pg_replication_in_recovery Whether the instance is in recovery
+# TYPE cnpg_pg_replication_in_recovery gauge
+cnpg_pg_replication_in_recovery 1
+# HELP cnpg_pg_settings_setting Setting value
+# TYPE cnpg_pg_settings_setting gauge
+cnpg_pg_settings_setting{name="max_connections"} 100
+"""
+
+
+class MetricsServer:
+    """The instances' exporters (one address each, on one port) and metrics.k8s.io's PodMetrics, over HTTP."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.commits = 10_000
+        self.selectors: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                host = self.server.server_address[0]
+                url = urlparse(self.path)
+                if url.path == "/metrics":
+                    body = (PRIMARY_EXPORTER.replace("{commits}", str(owner.commits)) if host == "127.0.0.1"
+                            else REPLICA_EXPORTER).encode()
+                    kind = "text/plain; version=0.0.4; charset=utf-8"
+                elif url.path == f"/apis/metrics.k8s.io/v1beta1/namespaces/{owner.namespace}/pods":
+                    owner.selectors += parse_qs(url.query).get("labelSelector", [])
+                    body, kind = json.dumps(owner.pod_metrics()).encode(), "application/json"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.primary = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.primary.server_address[1]
+        self.replica = ThreadingHTTPServer(("127.0.0.2", self.port), Handler)
+        for server in (self.primary, self.replica):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def pod_metrics(self) -> dict[str, Any]:
+        def pod(name: str, cpu: str, memory: str) -> dict[str, Any]:
+            return {"metadata": {"name": name, "namespace": self.namespace,
+                                 "labels": {"cnpg.io/cluster": names.CLUSTER, "cnpg.io/podRole": "instance"}},
+                    "timestamp": "2026-12-01T12:00:00Z", "window": "10.5s",
+                    "containers": [{"name": "postgres", "usage": {"cpu": cpu, "memory": memory}},
+                                   {"name": "bootstrap-controller", "usage": {"cpu": "900m", "memory": "1900Mi"}}]}
+
+        return {"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {},
+                "items": [pod("pg-1", "250m", "512Mi"), pod("pg-2", "123456789n", "1048576Ki")]}
+
+    def kubeconfig(self, directory: Path) -> Path:
+        return write_kubeconfig(directory / "metrics.kubeconfig", f"http://127.0.0.1:{self.port}", "unused")
+
+    def close(self) -> None:
+        for server in (self.primary, self.replica):
+            server.shutdown()
+            server.server_close()
+
+
+def write_kubeconfig(path: Path, server: str, token: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": server}}], "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    return path
+
+
+def test_metrics_come_from_the_served_exporters_and_metrics_api(testbed: Testbed, kube: Kube, driver: CnpgDriver,
+                                                                tmp_path: Path) -> None:
+    cluster_id = new_id()
+    namespace = names.namespace(cluster_id)
+    driver.apply(desired(cluster_id, instances=2))
+    merge(testbed, cluster_path(namespace), DISABLED)
+    merge(testbed, cluster_path(namespace, status=True),
+          {"status": healthy_status(instances=2, ips=("127.0.0.1", "127.0.0.2"))})
+    served = MetricsServer(namespace)
+    metrics_api = Kube.from_config(str(served.kubeconfig(tmp_path)))
+    sampling = CnpgDriver(kube=kube, exporter_port=served.port, scrape=exporter_client.scrape,
+                          pod_metrics=lambda ns, selector: metrics_api.list(POD_METRICS, namespace=ns,
+                                                                            label_selector=selector)[0])
+    try:
+        wait_for("the reported instances", lambda: observed(sampling, cluster_id).primary == "pg-1")
+
+        first_started = time.monotonic()
+        first = sampling.metrics(cluster_id)
+        first_done = time.monotonic()
+        served.commits += 300
+        wait_for("a measurable interval", lambda: time.monotonic() - first_done > 0.05)
+        second_started = time.monotonic()
+        second = sampling.metrics(cluster_id)
+        second_done = time.monotonic()
+    finally:
+        sampling.close()
+        metrics_api.close()
+        served.close()
+
+    assert first is not None and second is not None
+    assert first.connections == 7  # the app's sessions on the primary, not CNPG's own
+    assert first.max_connections == 100
+    assert first.database_size_gb == pytest.approx(0.5)
+    assert first.storage_used_gb == pytest.approx((536870912 + 7.5e6 + 67108864) / 2**30)
+    assert first.storage_used_percent == pytest.approx(100 * (536870912 + 7.5e6 + 67108864) / 2**30)
+    assert first.replication_lag_seconds == pytest.approx(2.5)
+    assert first.cpu_percent == pytest.approx(25.0)  # pg-1's 250m of its 1 vCPU
+    assert first.memory_percent == pytest.approx(50.0)  # pg-2's 1 GiB of its 2 GiB
+    assert first.transactions_per_second is None  # a rate needs two samples
+    assert second.transactions_per_second is not None
+    assert 300 / (second_done - first_started) <= second.transactions_per_second <= 300 / (
+        second_started - first_done)
+    assert served.selectors == [f"cnpg.io/cluster={names.CLUSTER}"] * 2
+    assert driver.metrics(cluster_id) is None  # nothing answers on 9187 and this API server has no metrics.k8s.io
+    merge(testbed, cluster_path(namespace), ENABLED)
+    driver.delete(cluster_id)
+
+
+# Faults, from a proxy in front of the API server
+
+
+@dataclass
+class Fault:
+    method: str
+    path: str
+    """A part of the request's path and query."""
+    status: int | None = None
+    delay: float = 0.0
+    times: int = 1
+    cut_watch_after: int | None = None
+    """Forward this many watch events, then cut the connection."""
+    expire_watch: bool = False
+    """Answer the watch with an ERROR event 410 Expired, as the API server does for a compacted version."""
+
+
+class FaultProxy:
+    """Plain HTTP on loopback in front of the test bed's API server, passing the caller's token through."""
+
+    def __init__(self, testbed: Testbed) -> None:
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        context = ssl.create_default_context(cafile=str(testbed.ca_file))
+        owner, upstream_port = self, testbed.apiserver_port
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                fault = owner.take(self.command, self.path)
+                watch = "watch=true" in self.path
+                if fault is not None and fault.delay:
+                    time.sleep(fault.delay)
+                if fault is not None and fault.status is not None:
+                    self.answer(fault.status, json.dumps({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": fault.status,
+                        "message": f"injected {fault.status}", "reason": "Injected"}).encode())
+                    return
+                if fault is not None and fault.expire_watch and watch:
+                    self.stream([json.dumps({"type": "ERROR", "object": {
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired",
+                        "message": "too old resource version"}}).encode() + b"\n"])
+                    return
+                upstream = http.client.HTTPSConnection("127.0.0.1", upstream_port, context=context, timeout=600)
+                headers = {k: v for k in ("Authorization", "Content-Type", "Accept") if (v := self.headers.get(k))}
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    if not watch or response.status != 200:
+                        self.answer(response.status, response.read(), response.getheader("Content-Type"))
+                        return
+                    self.stream(iter(response.readline, b""), cut_after=fault.cut_watch_after if fault else None)
+                finally:
+                    upstream.close()
+
+            def answer(self, status: int, body: bytes, kind: str | None = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind or "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def stream(self, lines: Any, *, cut_after: int | None = None) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for count, line in enumerate(lines, start=1):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                    self.wfile.flush()
+                    if cut_after is not None and count >= cut_after:
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)  # mid-stream: no last chunk
+                        return
+                self.wfile.write(b"0\r\n\r\n")
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward  # noqa: N815 - http.server's names
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.port = self._server.server_address[1]
+
+    def add(self, **fault: Any) -> None:
+        with self._lock:
+            self.faults.append(Fault(**fault))
+
+    def take(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            self.requests.append((method, path))
+            for fault in self.faults:
+                if fault.times > 0 and fault.method == method and fault.path in path:
+                    fault.times -= 1
+                    return fault
+        return None
+
+    def left(self) -> list[Fault]:
+        with self._lock:
+            return [f for f in self.faults if f.times > 0]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def proxy(testbed: Testbed) -> Iterator[FaultProxy]:
+    faults = FaultProxy(testbed)
+    yield faults
+    faults.close()
+
+
+def proxied(testbed: Testbed, proxy: FaultProxy, directory: Path, *, timeout: float = 30.0) -> Kube:
+    kubeconfig = write_kubeconfig(directory / "proxy.kubeconfig", f"http://127.0.0.1:{proxy.port}",
+                                  testbed.admin_token)
+    return Kube.from_config(str(kubeconfig), timeout=timeout)
+
+
+def test_conflicts_throttles_server_errors_and_timeouts_are_retried(testbed: Testbed, proxy: FaultProxy,
+                                                                    tmp_path: Path) -> None:
+    cluster_id = new_id()
+    kube = proxied(testbed, proxy, tmp_path, timeout=1.0)
+    flaky = CnpgDriver(kube=kube, retry_base=0.05, attempts=4)
+    proxy.add(method="PATCH", path="/namespaces/orochi-", status=503)
+    proxy.add(method="PATCH", path="/clusters/pg?", status=409)
+    proxy.add(method="PATCH", path="/clusters/pg?", status=500)
+    proxy.add(method="PATCH", path=f"/secrets/{names.APP_SECRET}?", status=429)
+    proxy.add(method="PATCH", path=f"/services/{names.SERVICE}?", delay=1.5)  # longer than the client waits
+    try:
+        flaky.apply(desired(cluster_id))
+
+        assert proxy.left() == []
+        calls = kube.calls()
+        namespace = names.namespace(cluster_id)
+        assert calls[Call("patch", "postgresql.cnpg.io", "clusters", namespace)] == 3
+        assert calls[Call("patch", "", "services", namespace)] == 2
+
+        proxy.add(method="PATCH", path="/networkpolicies/", status=504, times=4)
+        with pytest.raises(DriverError) as raised:
+            flaky.apply(desired(cluster_id, generation=2, instances=2))
+        assert raised.value.transient and "injected 504" in raised.value.message
+        assert flaky.clusters()[cluster_id] == 1
+    finally:
+        flaky.close()
+        kube.close()
+    CnpgDriver(kube=Kube.from_config(str(testbed.admin_kubeconfig))).delete(cluster_id)
+
+
+def test_a_dropped_watch_resumes_from_its_last_version_and_an_expired_one_relists(testbed: Testbed,
+                                                                                   proxy: FaultProxy,
+                                                                                   tmp_path: Path) -> None:
+    label = f"orochi-test-watch={secrets.token_hex(4)}"
+    key, value = label.split("=")
+
+    def create(name: str) -> str:
+        made = testbed.request("POST", "/api/v1/namespaces", body={"metadata": {"name": name, "labels": {key: value}}})
+        return made["metadata"]["resourceVersion"]
+
+    kube = proxied(testbed, proxy, tmp_path)
+    proxy.add(method="GET", path="watch=true", cut_watch_after=1)
+    cache = Cache(kube=kube, resource=NAMESPACES, label_selector=label, watch_seconds=2, retry_base=0.05)
+    cache.start()
+    try:
+        assert cache.wait_synced(30) and cache.objects() == []
+        first = create(f"w-{value}-a")
+        wait_for("the first namespace", lambda: cache.get(None, f"w-{value}-a"))
+        wait_for("the cut watch to be re-established", lambda: cache.watches >= 2)
+        create(f"w-{value}-b")
+        wait_for("the second namespace", lambda: cache.get(None, f"w-{value}-b"))
+        assert cache.lists == 1
+        watches = [parse_qs(urlparse(path).query) for method, path in proxy.requests if "watch=true" in path]
+        assert watches[1]["resourceVersion"] == [first]  # from the last version it saw, not from the start
+
+        proxy.add(method="GET", path="watch=true", expire_watch=True)
+        wait_for("a relist after 410 Gone", lambda: cache.lists == 2)
+        create(f"w-{value}-c")
+        wait_for("the third namespace", lambda: cache.get(None, f"w-{value}-c"))
+        assert {o["metadata"]["name"] for o in cache.objects()} == {f"w-{value}-{s}" for s in "abc"}
+        assert cache.problem is None
+    finally:
+        cache.stop()
+        kube.close()
+    for suffix in "abc":
+        testbed.request("DELETE", f"/api/v1/namespaces/w-{value}-{suffix}")

@@ -2,7 +2,8 @@
 
 - `apply` server-side applies every object (`manifests.py`) as the field manager `orochi-agent`, forcing its
   fields back (an object changed or deleted by hand is put back by the next apply); an apply of what is already
-  there writes nothing. Order: the namespace, its NetworkPolicies, the tiers Secret, the Cluster, the app Secret
+  there writes nothing, and what a watch cache shows applied is not even sent; a generation older than the one
+  applied changes nothing. Order: the namespace, its NetworkPolicies, the tiers Secret, the Cluster, the app Secret
   (after the Cluster: it is the proof that CNPG acted, see `status.py`), the load balancer Service, and last the
   namespace's `orochi.io/generation` annotation (a merge patch): the generation applied in full.
 - `observe`, `clusters` and `metrics` read watch caches (`cache.py`) of the agent's namespaces, Clusters and
@@ -82,8 +83,8 @@ class CnpgDriver:
         self._sampler = exporter.Sampler()
         self._lock = threading.Lock()
         self._cluster_locks: dict[str, threading.Lock] = {}
-        self._applied: dict[str, dict[str, Any]] = {}
-        """The Cluster as the last apply returned it, by cluster id."""
+        self._written: dict[tuple[str, str, str], dict[str, Any]] = {}
+        """The namespace, Cluster and Service as the driver's last write returned them, by (kind, namespace, name)."""
         self._proofs: dict[str, Proof] = {}
         self._observed: dict[str, int] = {}
         self._closing = threading.Event()
@@ -106,7 +107,11 @@ class CnpgDriver:
         name = built.namespace["metadata"]["name"]
         self.start()
         with self._cluster_lock(desired.id):
-            namespace = self._ensure(built.namespace, self._cached(self._namespaces, None, name))
+            namespace = self._ensure(built.namespace, self._namespaces)
+            if status.applied_generation(namespace) > desired.generation:
+                log.info("cluster %s: generation %d is older than the one applied (%d), nothing to do", desired.id,
+                         desired.generation, status.applied_generation(namespace))
+                return
             for policy in built.network_policies:
                 self._apply(policy)
             if built.tiers_secret is not None:
@@ -116,9 +121,7 @@ class CnpgDriver:
                 built.cluster)
             spec_generation = int(_annotation(previous, names.GENERATION) or 0) if unchanged else desired.generation
             cluster = self._ensure(manifests.stamped(built.cluster, generation=spec_generation or desired.generation),
-                                   previous)
-            with self._lock:
-                self._applied[desired.id] = cluster
+                                   self._clusters, live=previous)
             cluster_generation = int(cluster["metadata"].get("generation") or 0)
             secret = self._apply(manifests.app_secret(desired, follows=cluster_generation))
             with self._lock:
@@ -127,10 +130,10 @@ class CnpgDriver:
             if built.tiers_secret is None and previous is not None and manifests.uses_tiers_secret(previous):
                 self._call(f"delete Secret {name}/{names.TIERS_SECRET}", lambda: self._kube.delete(
                     SECRETS, names.TIERS_SECRET, namespace=name))
-            self._ensure(built.service, self._cached(self._services, name, names.SERVICE))
+            self._ensure(built.service, self._services)
             if status.applied_generation(namespace) != desired.generation:
-                self._call(f"annotate namespace {name}", lambda: self._kube.merge_patch(
-                    NAMESPACES, name, {"metadata": {"annotations": {names.GENERATION: str(desired.generation)}}}))
+                self._remember(self._call(f"annotate namespace {name}", lambda: self._kube.merge_patch(
+                    NAMESPACES, name, {"metadata": {"annotations": {names.GENERATION: str(desired.generation)}}})))
         log.info("applied cluster %s generation %d (%d instances, Cluster generation %d) in %.0f ms", desired.id,
                  desired.generation, desired.instances, cluster_generation, (time.monotonic() - started) * 1000)
 
@@ -239,32 +242,48 @@ class CnpgDriver:
             raise Refused("the owner's password is empty")
 
     def _previous_cluster(self, cluster_id: str) -> dict[str, Any] | None:
-        """The Cluster as last seen: the newer of the watch cache's and the last apply's; read when neither is."""
+        """The Cluster as last seen (watch cache or own write); read when neither has it and the cache is cold."""
         namespace = names.namespace(cluster_id)
-        with self._lock:
-            applied = self._applied.get(cluster_id)
-        if self._clusters.synced:
-            return _newer(self._clusters.get(namespace, names.CLUSTER), applied)
-        if applied is not None:
-            return applied
+        seen = self._seen(self._clusters, "Cluster", namespace, names.CLUSTER)
+        if seen is not None or self._clusters.synced:
+            return seen
         return self._call(f"get Cluster {namespace}/{names.CLUSTER}", lambda: self._kube.get(
             CLUSTERS, names.CLUSTER, namespace=namespace))
 
-    def _ensure(self, manifest: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
-        """Apply `manifest`, unless `live` shows it is there already (then nothing is sent: the webhooks are not
-        even asked, so a Service changes while the CNPG operator is down)."""
+    def _ensure(self, manifest: dict[str, Any], cache: Cache, *, live: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Apply `manifest`, unless the object as last seen carries it already (then nothing is sent: the webhooks
+        are not even asked, so a Service changes while the CNPG operator is down)."""
+        metadata = manifest["metadata"]
+        if live is None:
+            live = self._seen(cache, manifest["kind"], metadata.get("namespace"), metadata["name"])
         if live is not None and manifests.carries(live, manifest):
             return live
         return self._apply(manifest)
 
-    @staticmethod
-    def _cached(cache: Cache, namespace: str | None, name: str) -> dict[str, Any] | None:
-        return cache.get(namespace, name) if cache.synced else None
+    def _seen(self, cache: Cache, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object as last seen: the later of the watch cache's version and the one the driver's own last write
+        returned. Absent from a cache that has seen past that write: deleted (by hand, say)."""
+        with self._lock:
+            written = self._written.get((kind, namespace or "", name))
+        if not cache.synced:
+            return written
+        cached = cache.get(namespace, name)
+        if cached is None:
+            return written if written is not None and _version(written) > _version(cache.resource_version) else None
+        return cached if written is None or _version(cached) >= _version(written) else written
+
+    def _remember(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj.get("kind") in ("Namespace", "Cluster", "Service"):
+            metadata = obj.get("metadata") or {}
+            with self._lock:
+                self._written[(obj["kind"], metadata.get("namespace") or "", metadata.get("name") or "")] = obj
+        return obj
 
     def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         metadata = manifest["metadata"]
         where = f"{metadata['namespace']}/" if "namespace" in metadata else ""
-        return self._call(f"apply {manifest['kind']} {where}{metadata['name']}", lambda: self._kube.apply(manifest))
+        return self._remember(self._call(f"apply {manifest['kind']} {where}{metadata['name']}",
+                                         lambda: self._kube.apply(manifest)))
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
         """`call()`, retried while it fails in a way that passes; its KubeError mapped to the driver's errors."""
@@ -311,8 +330,10 @@ class CnpgDriver:
             return self._cluster_locks.setdefault(cluster_id, threading.Lock())
 
     def _forget(self, cluster_id: str) -> None:
+        namespace = names.namespace(cluster_id)
         with self._lock:
-            self._applied.pop(cluster_id, None)
+            for key in [k for k in self._written if namespace in (k[1], k[2])]:
+                del self._written[key]
             self._proofs.pop(cluster_id, None)
             self._observed.pop(cluster_id, None)
         self._sampler.forget(cluster_id)
@@ -336,15 +357,14 @@ def _driver_error(what: str, error: KubeError) -> DriverError:
     return DriverError(f"{what}: {message}"[:1000], transient=False)
 
 
-def _newer(cached: dict[str, Any] | None, applied: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The later version of one object (resourceVersions are etcd revisions; an unreadable one: the cache's)."""
-    if cached is None or applied is None:
-        return cached or applied
+def _version(obj: dict[str, Any] | str | None) -> int:
+    """A resourceVersion as a number, to order the versions of one object (they are etcd revisions); an unreadable
+    one counts as the newest, so that the watch cache wins."""
+    value = ((obj.get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else obj)
     try:
-        return applied if int(applied["metadata"]["resourceVersion"]) > int(cached["metadata"]["resourceVersion"]) \
-            else cached
-    except (KeyError, TypeError, ValueError):
-        return cached
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 2**63
 
 
 def _annotation(obj: dict[str, Any] | None, key: str) -> str | None:
