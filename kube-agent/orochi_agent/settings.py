@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-DRIVERS = ("local",)
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # "cnpg" joins with the Kubernetes driver
+DRIVERS = ("local", "cnpg")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")  # "cnpg" joins with the Kubernetes driver
 
 
 class SettingsError(RuntimeError):
@@ -24,6 +26,17 @@ class LocalSettings:
     server_user: str | None
     storage_bytes_per_gb: int
     stop_servers_on_exit: bool
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    """The cnpg driver's: how to reach Kubernetes, where the agent's Lease lives, who this replica is."""
+
+    kubeconfig: str | None
+    namespace: str
+    identity: str
+    storage_class: str
+    lease_duration: int
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class Settings:
     drain_seconds: float
     log_level: str
     local: LocalSettings
+    kube: KubeSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -77,7 +91,22 @@ class Settings:
                 storage_bytes_per_gb=read.integer("OROCHI_LOCAL_STORAGE_BYTES_PER_GB", 2**30, minimum=1),
                 stop_servers_on_exit=read.flag("OROCHI_LOCAL_STOP_SERVERS_ON_EXIT", False),
             ),
+            kube=KubeSettings(
+                kubeconfig=read.text("KUBECONFIG", "") or None,
+                namespace=read.text("OROCHI_KUBE_NAMESPACE", _service_account_namespace() or "orochi-agent"),
+                identity=read.text("OROCHI_POD_NAME", socket.gethostname()),
+                storage_class=read.text("OROCHI_KUBE_STORAGE_CLASS", "do-block-storage"),
+                lease_duration=read.integer("OROCHI_LEASE_DURATION_SECONDS", 15, minimum=5, maximum=300),
+            ),
         )
+
+
+def _service_account_namespace() -> str | None:
+    """The namespace of the pod's service account, when running in a pod."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _default_data_dir(env: Mapping[str, str], region: str) -> Path:

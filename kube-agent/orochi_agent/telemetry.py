@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300, 600)
 
@@ -35,8 +39,24 @@ class Telemetry:
         Gauge("orochi_agent_last_resync_age_seconds", "Seconds since the last completed resync (-1: none yet)",
               registry=self.registry).set_function(self.resync_age)
 
+    def count_kube_calls(self, calls: Callable[[], Mapping[Any, int]]) -> None:
+        """Expose the Kubernetes calls made, `(verb, group, resource, namespace)` → count, by verb and resource."""
+        self.registry.register(_KubeCalls(calls))
+
     def resynced(self) -> None:
         self._last_resync = time.monotonic()
 
     def resync_age(self) -> float:
         return time.monotonic() - self._last_resync if self._last_resync else -1.0
+
+
+class _KubeCalls(Collector):
+    def __init__(self, calls: Callable[[], Mapping[Any, int]]) -> None:
+        self._calls = calls
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("orochi_agent_kube_requests", "Kubernetes API requests, by verb and resource",
+                                     labels=["verb", "group", "resource", "scope"])
+        for (verb, group, resource, namespace), count in sorted(self._calls().items(), key=str):
+            family.add_metric([verb, group, resource, "namespace" if namespace else "cluster"], count)
+        yield family
