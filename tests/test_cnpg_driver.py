@@ -34,7 +34,7 @@ from devstack.kube.build import BuildError, ensure_built
 from devstack.kube.testbed import ApiError, Testbed
 from orochi_agent.clients import exporter as exporter_client
 from orochi_agent.clients.kube import (
-    CLUSTERS, NAMESPACES, NETWORK_POLICIES, POD_METRICS, SECRETS, SERVICES, Call, Kube,
+    CLUSTERS, NAMESPACES, NETWORK_POLICIES, POD_METRICS, SECRETS, SERVICES, Call, Kube, KubeError,
 )
 from orochi_agent.drivers.base import DriverError, Observation, Refused
 from orochi_agent.drivers.cnpg import CnpgDriver, names
@@ -197,6 +197,7 @@ def test_every_manifest_is_accepted_and_the_operator_creates_its_children(testbe
     assert env["OROCHI_COLD_S3_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": names.TIERS_SECRET, "key": "cold-secret-access-key"}
     assert driver.clusters()[cluster_id] == 1
+    driver.ping()
     driver.delete(cluster_id)
 
 
@@ -360,6 +361,15 @@ def test_a_forbidden_call_is_a_lasting_error_naming_what_the_role_lacks(testbed:
 
     assert not raised.value.transient
     assert "forbidden" in raised.value.message and "system:serviceaccount:default:nobody" in raised.value.message
+
+    def readiness() -> str:
+        try:
+            nobody.ping()
+        except DriverError as e:
+            return e.message
+        return ""
+
+    assert "forbidden" in wait_for("the watches' refusal in ping()", lambda: "forbidden" in readiness() and readiness())
     nobody.close()
 
 
@@ -817,3 +827,26 @@ def test_a_dropped_watch_resumes_from_its_last_version_and_an_expired_one_relist
         kube.close()
     for suffix in "abc":
         testbed.request("DELETE", f"/api/v1/namespaces/w-{value}-{suffix}")
+
+
+# The client's lease calls (leader election)
+
+
+def test_lease_calls_create_once_and_replace_only_the_current_version(kube: Kube) -> None:
+    name = f"agent-{secrets.token_hex(4)}"
+    body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
+            "spec": {"holderIdentity": "replica-a", "leaseDurationSeconds": 15}}
+    assert kube.get_lease("default", name) is None
+
+    created = kube.create_lease("default", body)
+    with pytest.raises(KubeError) as taken:
+        kube.create_lease("default", {**body, "spec": {"holderIdentity": "replica-b", "leaseDurationSeconds": 15}})
+    renewed = kube.replace_lease("default", name, {**created, "spec": {**created["spec"], "leaseTransitions": 1}})
+    with pytest.raises(KubeError) as stale:
+        kube.replace_lease("default", name, {**created, "spec": {**created["spec"], "holderIdentity": "replica-b"}})
+
+    assert (taken.value.status, taken.value.reason) == (409, "AlreadyExists")
+    assert (stale.value.status, stale.value.reason, stale.value.retryable) == (409, "Conflict", True)
+    assert renewed["metadata"]["resourceVersion"] != created["metadata"]["resourceVersion"]
+    assert kube.get_lease("default", name)["spec"]["holderIdentity"] == "replica-a"  # type: ignore[index]
+    assert {c.verb for c in kube.calls() if c.resource == "leases"} == {"get", "create", "update"}

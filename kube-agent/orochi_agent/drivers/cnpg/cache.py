@@ -32,6 +32,8 @@ class Cache:
         self._thread: threading.Thread | None = None
         self._watch: Watch | None = None
         self.problem: str | None = None
+        self.error: KubeError | None = None
+        """The last failure of a list or watch, until one works again."""
         self.lists = 0
         self.watches = 0
         self.resource_version: str | None = None
@@ -74,7 +76,7 @@ class Cache:
                     self._list()
                 started, events = time.monotonic(), self._watch_once()
                 failures = 0
-                self.problem = None
+                self.problem, self.error = None, None
                 if events == 0 and time.monotonic() - started < 1.0:
                     self._stopping.wait(self._retry_base)  # a watch ended at once: do not spin
             except KubeError as e:
@@ -85,7 +87,7 @@ class Cache:
                     self.resource_version = None
                     continue
                 failures += 1
-                self.problem = f"watching {self._resource.plural}: {e.message}"
+                self.problem, self.error = f"watching {self._resource.plural}: {e.message}", e
                 log.warning("%s (retry %d)", self.problem, failures)
                 self._stopping.wait(backoff(failures, base=self._retry_base, cap=self._retry_cap))
             except Exception as e:  # noqa: BLE001 - the thread must live on; the problem is reported by ping()
@@ -94,12 +96,17 @@ class Cache:
                 log.exception("watch of %s failed", self._resource.plural)
                 self._stopping.wait(backoff(failures, base=self._retry_base, cap=self._retry_cap))
 
+    @property
+    def resource(self) -> Resource:
+        return self._resource
+
     def _list(self) -> None:
         items, version = self._kube.list(self._resource, label_selector=self._selector)
         with self._lock:
             self._objects = {_key(item): item for item in items}
         self.resource_version = version
         self.lists += 1
+        self.problem, self.error = None, None
         self._synced.set()
 
     def _watch_once(self) -> int:

@@ -105,7 +105,7 @@ class CnpgDriver:
         built = manifests.build(desired, self._placement)
         started = time.monotonic()
         name = built.namespace["metadata"]["name"]
-        self.start()
+        self._synced()
         with self._cluster_lock(desired.id):
             namespace = self._ensure(built.namespace, self._namespaces)
             if status.applied_generation(namespace) > desired.generation:
@@ -155,11 +155,11 @@ class CnpgDriver:
     def observe(self, cluster_id: str) -> Observation | None:
         self._synced()
         name = names.namespace(cluster_id)
-        namespace = self._namespaces.get(None, name)
+        namespace = self._seen(self._namespaces, "Namespace", None, name)
         if namespace is None or not _ours(namespace, cluster_id):
             return None
-        cluster = self._clusters.get(name, names.CLUSTER)
-        service = self._services.get(name, names.SERVICE)
+        cluster = self._seen(self._clusters, "Cluster", name, names.CLUSTER)
+        service = self._seen(self._services, "Service", name, names.SERVICE)
         with self._lock:
             proof, generation = self._proofs.get(cluster_id), self._observed.get(cluster_id, 0)
             if cluster is not None and status.acted(cluster, proof):
@@ -242,13 +242,7 @@ class CnpgDriver:
             raise Refused("the owner's password is empty")
 
     def _previous_cluster(self, cluster_id: str) -> dict[str, Any] | None:
-        """The Cluster as last seen (watch cache or own write); read when neither has it and the cache is cold."""
-        namespace = names.namespace(cluster_id)
-        seen = self._seen(self._clusters, "Cluster", namespace, names.CLUSTER)
-        if seen is not None or self._clusters.synced:
-            return seen
-        return self._call(f"get Cluster {namespace}/{names.CLUSTER}", lambda: self._kube.get(
-            CLUSTERS, names.CLUSTER, namespace=namespace))
+        return self._seen(self._clusters, "Cluster", names.namespace(cluster_id), names.CLUSTER)
 
     def _ensure(self, manifest: dict[str, Any], cache: Cache, *, live: dict[str, Any] | None = None) -> dict[str, Any]:
         """Apply `manifest`, unless the object as last seen carries it already (then nothing is sent: the webhooks
@@ -306,14 +300,20 @@ class CnpgDriver:
         return self._namespaces, self._clusters, self._services
 
     def _synced(self, *, required: bool = True) -> bool:
+        """Whether the watch caches have listed; when `required`, wait for it (a lasting failure, such as a
+        403, raises at once)."""
         self.start()
         deadline = time.monotonic() + self._sync_timeout
         for cache in self._caches():
-            if not cache.wait_synced(max(0.0, deadline - time.monotonic()) if required else 0):
-                if required:
+            while not cache.wait_synced(min(0.05, max(0.0, deadline - time.monotonic())) if required else 0):
+                if not required:
+                    return False
+                error = cache.error
+                if error is not None and not error.retryable:
+                    raise _driver_error(f"list and watch {cache.resource.plural}", error)
+                if time.monotonic() >= deadline:
                     raise DriverError(f"the watch caches did not list within {self._sync_timeout:.0f} s"
                                       + (f": {cache.problem}" if cache.problem else ""))
-                return False
         return True
 
     def _pod_metrics_from_api(self, namespace: str, selector: str) -> list[dict[str, Any]]:

@@ -3,14 +3,16 @@
 **When has CNPG acted on a spec?** CNPG v1.30 records no generation for a Cluster: no `status.observedGeneration`,
 and it sets its conditions (`Ready` included) without `observedGeneration`. What it does record is the
 resourceVersion of every Secret the Cluster uses, `status.secretsResourceVersion.applicationSecretVersion` for
-the app user's, written by the first step of each reconcile (`updateResourceStatus`) through a status *update*:
-optimistic concurrency against the resourceVersion of the Cluster that reconcile read. So the agent writes the
+the app user's, written early in each reconcile, before it acts on the spec (`updateResourceStatus`, through a
+status *update*: optimistic concurrency against the resourceVersion of the Cluster that reconcile read; the
+instance manager also resets the app user's password from that Secret). So the agent writes the
 app Secret *after* the Cluster, annotated with the Cluster's metadata.generation M that the apply returned (the
 annotation makes the write a real change exactly when M moves); the Secret's new resourceVersion S is the
 `Proof`. When the Cluster shows generation M and applicationSecretVersion S, CNPG read S after the Cluster was at
 M, and its status update, made after that read, was accepted against the Cluster as it then was: that reconcile
 ran on spec M (or a later one). The Secret carries CNPG's `cnpg.io/reload` label, so writing it always wakes a
-reconcile: the proof comes even when nothing else in the status changes.
+reconcile: the proof comes even when nothing else in the status changes. A change of the spec by someone else (a
+hand edit) moves metadata.generation past the proof: proven again after the agent's next apply (its resync).
 
 `Observation.generation` is then the orochi generation last applied in full (the namespace's annotation): the
 other objects (Secrets, policies, the Service) take effect when written; only the Cluster waits for CNPG. Before
