@@ -306,6 +306,9 @@ def test_observe_reports_a_generation_only_once_cnpg_acted_on_it_then_ready_with
               {"status": healthy_status(instances=3, secret_version=secret_version)})
         ready = wait_for("generation 2 observed", lambda: (o := driver.observe(cluster_id)) and o.generation == 2 and o)
         assert ready.phase == "ready" and ready.ready_instances == 3 and ready.message is None
+        calls = kube.calls()
+        assert observed(driver, cluster_id) == ready
+        assert kube.calls() == calls  # observe reads the watch caches only
         assert ready.endpoint is None  # no load balancer address yet
 
         testbed.request("PATCH", f"/api/v1/namespaces/{namespace}/services/{names.SERVICE}/status",

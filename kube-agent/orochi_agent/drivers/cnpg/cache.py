@@ -103,7 +103,7 @@ class Cache:
     def _list(self) -> None:
         items, version = self._kube.list(self._resource, label_selector=self._selector)
         with self._lock:
-            self._objects = {_key(item): item for item in items}
+            self._objects = {_key(item): _slim(item) for item in items}
         self.resource_version = version
         self.lists += 1
         self.problem, self.error = None, None
@@ -126,7 +126,7 @@ class Cache:
                 kind = event.get("type")
                 if kind in ("ADDED", "MODIFIED"):
                     with self._lock:
-                        self._objects[_key(obj)] = obj
+                        self._objects[_key(obj)] = _slim(obj)
                 elif kind == "DELETED":
                     with self._lock:
                         self._objects.pop(_key(obj), None)
@@ -136,6 +136,12 @@ class Cache:
         finally:
             self._watch = None
         return events
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without its managedFields: the largest part of most objects, and nothing a reader needs."""
+    (obj.get("metadata") or {}).pop("managedFields", None)
+    return obj
 
 
 def _key(obj: dict[str, Any]) -> Key:

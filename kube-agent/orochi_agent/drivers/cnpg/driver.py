@@ -269,6 +269,7 @@ class CnpgDriver:
     def _remember(self, obj: dict[str, Any]) -> dict[str, Any]:
         if obj.get("kind") in ("Namespace", "Cluster", "Service"):
             metadata = obj.get("metadata") or {}
+            metadata.pop("managedFields", None)
             with self._lock:
                 self._written[(obj["kind"], metadata.get("namespace") or "", metadata.get("name") or "")] = obj
         return obj
