@@ -36,7 +36,9 @@ def build_driver(settings: Settings, telemetry: Telemetry) -> tuple[Driver, Lead
     kube = Kube.from_config(settings.kube.kubeconfig)
     telemetry.count_kube_calls(kube.calls)
     driver = CnpgDriver(kube=kube, storage_class=settings.kube.storage_class,
-                        scrape_namespaces=(settings.kube.namespace,))
+                        operator_namespace=settings.kube.operator_namespace,
+                        scrape_namespaces=(settings.kube.namespace, *settings.kube.scrape_namespaces),
+                        internal_cidrs=settings.kube.internal_cidrs)
     leadership = Leadership(kube=kube, namespace=settings.kube.namespace, name=f"orochi-agent-{settings.region}",
                             identity=settings.kube.identity, duration=settings.kube.lease_duration)
     return driver, leadership

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,6 +13,7 @@ from urllib.parse import urlparse
 
 DRIVERS = ("local", "cnpg")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")  # "cnpg" joins with the Kubernetes driver
 
 
@@ -37,6 +40,9 @@ class KubeSettings:
     identity: str
     storage_class: str
     lease_duration: int
+    operator_namespace: str
+    scrape_namespaces: tuple[str, ...]
+    internal_cidrs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,9 @@ class Settings:
                 identity=read.text("OROCHI_POD_NAME", socket.gethostname()),
                 storage_class=read.text("OROCHI_KUBE_STORAGE_CLASS", "do-block-storage"),
                 lease_duration=read.integer("OROCHI_LEASE_DURATION_SECONDS", 15, minimum=5, maximum=300),
+                operator_namespace=read.text("OROCHI_CNPG_OPERATOR_NAMESPACE", "cnpg-system"),
+                scrape_namespaces=read.names("OROCHI_KUBE_SCRAPE_NAMESPACES"),
+                internal_cidrs=read.cidrs("OROCHI_KUBE_INTERNAL_CIDRS"),
             ),
         )
 
@@ -174,6 +183,23 @@ class _Reader:
         if not value >= minimum:
             raise SettingsError(f"{name} must be at least {minimum}, got {raw}")
         return value
+
+    def names(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of Kubernetes names (DNS labels)."""
+        values = tuple(v.strip() for v in self._env.get(name, "").split(",") if v.strip())
+        for value in values:
+            if not _DNS_LABEL.match(value):
+                raise SettingsError(f"{name} lists Kubernetes namespace names, got {value!r}")
+        return values
+
+    def cidrs(self, name: str) -> tuple[str, ...]:
+        values = tuple(v.strip() for v in self._env.get(name, "").split(",") if v.strip())
+        for value in values:
+            try:
+                ipaddress.ip_network(value)
+            except ValueError:
+                raise SettingsError(f"{name} lists CIDR ranges like 10.244.0.0/16, got {value!r}") from None
+        return values
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self._env.get(name, "").strip().lower()
