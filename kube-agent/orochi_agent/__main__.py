@@ -40,7 +40,8 @@ def build_driver(settings: Settings, telemetry: Telemetry) -> tuple[Driver, Lead
                         scrape_namespaces=(settings.kube.namespace, *settings.kube.scrape_namespaces),
                         internal_cidrs=settings.kube.internal_cidrs)
     leadership = Leadership(kube=kube, namespace=settings.kube.namespace, name=f"orochi-agent-{settings.region}",
-                            identity=settings.kube.identity, duration=settings.kube.lease_duration)
+                            identity=settings.kube.identity, duration=settings.kube.lease_duration,
+                            renew_every=settings.kube.lease_duration / 3)
     return driver, leadership
 
 
