@@ -453,9 +453,6 @@ def test_the_agent_made_exactly_the_calls_its_roles_grant_and_none_was_refused(
     assert set(failed) <= {"refused", "transient"}, failed
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "telemetry._KubeCalls.collect adds one sample per (verb, group, resource, namespace) but labels only the scope, "
-    "so calls in several namespaces give the same series several times (Prometheus keeps one of them)"))
 def test_the_agents_metrics_give_each_series_once(agent: KubeAgent) -> None:
     keys = [key for key, _ in agent.series()]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
@@ -505,11 +502,6 @@ def impatient(bed: Testbed, stack: Stack, deployed: Deployed, agent: KubeAgent) 
         fast.stop(signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a delete job whose namespace is still terminating fails transiently after DELETE_ATTEMPTS waits "
-    "(reconcile.py _remove); on its last receive _cluster_failed reports the cluster `failed`; its desired state "
-    "then no longer says deleting (chalicelib/agents.py: status == 'deleting'), so a resync applies it again, and "
-    "the API would refuse a `deleted` report (lifecycle._settle)"))
 def test_a_deletion_slower_than_the_jobs_receives_is_not_reported_failed(
         bed: Testbed, stack: Stack, impatient: KubeAgent) -> None:
     owner = stack.register()
@@ -658,10 +650,6 @@ def test_the_lease_holder_renews_well_within_the_lease_duration(replicas: Replic
     assert set(holders[holders.index(replicas.leader.pod):]) == {replicas.leader.pod}  # no take-over meanwhile
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the proof that CNPG acted on a spec lives only in the memory of the replica that applied it "
-    "(CnpgDriver._proofs); the lease holder, which alone reports status, has none for a cluster whose job the "
-    "other replica took, so it reports observed_generation 0 until its own resync applies the cluster"))
 def test_a_cluster_the_other_replica_applied_runs_once_cnpg_acted_on_it(
         bed: Testbed, stack: Stack, replicas: Replicas) -> None:
     cluster_id = replicas.applied_by[replicas.other.pod][0]

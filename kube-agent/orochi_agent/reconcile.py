@@ -26,7 +26,6 @@ from orochi_agent.retry import backoff
 from orochi_agent.telemetry import Telemetry
 
 log = logging.getLogger("orochi_agent.reconcile")
-DELETE_ATTEMPTS = 5
 
 
 class Stopping(Exception):
@@ -119,17 +118,19 @@ class Reconciler:
             raise Stopping()
 
     def _remove(self, cluster_id: str, desired: DesiredState | None) -> None:
-        """Delete everything the driver holds of the cluster, waiting (job leased) while it goes."""
-        for attempt in range(1, DELETE_ATTEMPTS + 1):
+        """Delete everything the driver holds of the cluster, waiting (job leased) while it goes: a deletion in
+        progress is progress, never a failure, however long the driver takes (a namespace's finalizers)."""
+        attempt = 0
+        while True:
             self._still_ours()
             try:
                 if self._driver.delete(cluster_id):
                     return
             except DriverError as e:
                 raise ClusterFailed(desired, e) from e
+            attempt += 1
             if self._stop.wait(self._retry.delay(attempt)):
                 raise Stopping()
-        raise ClusterFailed(desired, DriverError("the cluster's resources are still being removed"))
 
     def _cluster_failed(self, cluster_id: str, messages: list[Message], failure: ClusterFailed) -> None:
         if self._abandoned.is_set():

@@ -57,6 +57,10 @@ class _KubeCalls(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily("orochi_agent_kube_requests", "Kubernetes API requests, by verb and resource",
                                      labels=["verb", "group", "resource", "scope"])
-        for (verb, group, resource, namespace), count in sorted(self._calls().items(), key=str):
-            family.add_metric([verb, group, resource, "namespace" if namespace else "cluster"], count)
+        totals: dict[tuple[str, str, str, str], int] = {}
+        for (verb, group, resource, namespace), count in self._calls().items():
+            key = (verb, group, resource, "namespace" if namespace else "cluster")
+            totals[key] = totals.get(key, 0) + count
+        for labels, count in sorted(totals.items()):
+            family.add_metric(list(labels), count)
         yield family

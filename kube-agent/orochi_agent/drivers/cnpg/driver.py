@@ -124,16 +124,17 @@ class CnpgDriver:
                                    self._clusters, live=previous)
             cluster_generation = int(cluster["metadata"].get("generation") or 0)
             secret = self._apply(manifests.app_secret(desired, follows=cluster_generation))
+            proof = Proof(cluster_generation=cluster_generation, secret_version=str(secret["metadata"]["resourceVersion"]))
             with self._lock:
-                self._proofs[desired.id] = Proof(cluster_generation=cluster_generation,
-                                                 secret_version=str(secret["metadata"]["resourceVersion"]))
+                self._proofs[desired.id] = proof
             if built.tiers_secret is None and previous is not None and manifests.uses_tiers_secret(previous):
                 self._call(f"delete Secret {name}/{names.TIERS_SECRET}", lambda: self._kube.delete(
                     SECRETS, names.TIERS_SECRET, namespace=name))
             self._ensure(built.service, self._services)
-            if status.applied_generation(namespace) != desired.generation:
+            noted = {names.GENERATION: str(desired.generation), names.PROOF: status.proof_annotation(proof)}
+            if any(_annotation(namespace, key) != value for key, value in noted.items()):
                 self._remember(self._call(f"annotate namespace {name}", lambda: self._kube.merge_patch(
-                    NAMESPACES, name, {"metadata": {"annotations": {names.GENERATION: str(desired.generation)}}})))
+                    NAMESPACES, name, {"metadata": {"annotations": noted}})))
         log.info("applied cluster %s generation %d (%d instances, Cluster generation %d) in %.0f ms", desired.id,
                  desired.generation, desired.instances, cluster_generation, (time.monotonic() - started) * 1000)
 
@@ -161,7 +162,8 @@ class CnpgDriver:
         cluster = self._seen(self._clusters, "Cluster", name, names.CLUSTER)
         service = self._seen(self._services, "Service", name, names.SERVICE)
         with self._lock:
-            proof, generation = self._proofs.get(cluster_id), self._observed.get(cluster_id, 0)
+            proof = status.recorded_proof(namespace) or self._proofs.get(cluster_id)
+            generation = self._observed.get(cluster_id, 0)
             if cluster is not None and status.acted(cluster, proof):
                 generation = max(generation, status.applied_generation(namespace))
                 self._observed[cluster_id] = generation

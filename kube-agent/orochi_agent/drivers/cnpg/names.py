@@ -26,6 +26,10 @@ SPEC_HASH = "orochi.io/spec-hash"
 FOLLOWS = "orochi.io/cluster-generation"
 """On the app-user Secret: the Cluster's metadata.generation it was written after (see status.py)."""
 
+PROOF = "orochi.io/proof"
+"""On the namespace: `<Cluster metadata.generation>/<app Secret resourceVersion>` of the last full apply, so any
+replica (the leader, after another replica applied) can tell when CNPG acted on it (see status.py)."""
+
 NAMESPACE_PREFIX = "orochi-"
 CLUSTER = "pg"
 APP_SECRET = "pg-app-user"

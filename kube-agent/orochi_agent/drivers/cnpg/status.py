@@ -56,6 +56,18 @@ class Proof:
     secret_version: str
 
 
+def recorded_proof(namespace: dict[str, Any]) -> Proof | None:
+    """The proof the last full apply noted on the namespace (whichever replica made it); None before one."""
+    value = ((namespace.get("metadata") or {}).get("annotations") or {}).get(names.PROOF) or ""
+    generation, _, secret_version = value.partition("/")
+    return Proof(cluster_generation=int(generation), secret_version=secret_version) if (
+        generation.isdigit() and secret_version) else None
+
+
+def proof_annotation(proof: Proof) -> str:
+    return f"{proof.cluster_generation}/{proof.secret_version}"
+
+
 def acted(cluster: dict[str, Any], proof: Proof | None) -> bool:
     if proof is None:
         return False
