@@ -340,3 +340,18 @@ def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
 @pytest.fixture
 def owner(stack: Stack) -> Account:
     return stack.register()
+
+
+@pytest.fixture(scope="module")
+def testbed() -> Iterator[Any]:
+    """A real kube-apiserver, etcd, controller-manager and the CNPG operator for this test module, built on first use
+    (cached outside the work tree, see devstack/kube/build.py). A failed build fails the test: it never skips."""
+    from devstack.kube.build import BuildError, ensure_built
+    from devstack.kube.testbed import Testbed
+
+    try:
+        binaries = ensure_built()
+    except BuildError as e:
+        pytest.fail(f"building the Kubernetes test bed failed:\n{e}", pytrace=False)
+    with Testbed(binaries) as bed:
+        yield bed

@@ -34,7 +34,6 @@ from kube_agent import AGENT_NAMESPACE, KubeAgent
 from kubernetes.client import ApiException
 from local_agent import until
 
-from devstack.kube.build import BuildError, ensure_built
 from devstack.kube.testbed import ApiError, Testbed
 from orochi_agent.drivers.cnpg import names
 
@@ -62,13 +61,8 @@ COLD = {"endpoint": "https://s3.eu-west-1.amazonaws.com", "bucket": "acme-cold",
 
 
 @pytest.fixture(scope="module")
-def bed() -> Iterator[Testbed]:
-    try:
-        binaries = ensure_built()
-    except BuildError as e:
-        pytest.fail(f"building the Kubernetes test bed failed:\n{e}", pytrace=False)
-    with Testbed(binaries) as testbed:
-        yield testbed
+def bed(testbed: Testbed) -> Testbed:
+    return testbed
 
 
 @dataclass(frozen=True)

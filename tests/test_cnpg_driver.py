@@ -30,7 +30,6 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from devstack.kube.build import BuildError, ensure_built
 from devstack.kube.testbed import ApiError, Testbed
 from orochi_agent.clients import exporter as exporter_client
 from orochi_agent.clients.kube import (
@@ -45,16 +44,6 @@ T = TypeVar("T")
 IMAGE = "ghcr.io/cloudnative-pg/postgresql:18.0"
 DISABLED = {"metadata": {"annotations": {"cnpg.io/reconciliationLoop": "disabled"}}}
 ENABLED = {"metadata": {"annotations": {"cnpg.io/reconciliationLoop": None}}}
-
-
-@pytest.fixture(scope="module")
-def testbed() -> Iterator[Testbed]:
-    try:
-        binaries = ensure_built()
-    except BuildError as e:
-        pytest.fail(f"building the Kubernetes test bed failed:\n{e}", pytrace=False)
-    with Testbed(binaries) as bed:
-        yield bed
 
 
 @pytest.fixture(scope="module")

@@ -15,22 +15,11 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiClient, ApiException
 
-from devstack.kube.build import BuildError, ensure_built
 from devstack.kube.testbed import Testbed
 
 T = TypeVar("T")
 GROUP, VERSION, PLURAL = "postgresql.cnpg.io", "v1", "clusters"
 IMAGE = "ghcr.io/cloudnative-pg/postgresql:18.0"
-
-
-@pytest.fixture(scope="module")
-def testbed() -> Iterator[Testbed]:
-    try:
-        binaries = ensure_built()
-    except BuildError as e:
-        pytest.fail(f"building the Kubernetes test bed failed:\n{e}", pytrace=False)
-    with Testbed(binaries) as bed:
-        yield bed
 
 
 @pytest.fixture(scope="module")
