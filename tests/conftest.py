@@ -17,11 +17,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import boto3
 import pytest
@@ -29,10 +29,22 @@ import requests
 
 from devstack.ports import free_port, wait_for_port
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-0123456789"
 ENCRYPTION_KEY = "t1:" + base64.b64encode(b"k" * 32).decode()
 ALLOWED_ORIGINS = "http://localhost:3000,http://localhost:5173"
+
+
+def until(check: Callable[[], T | None], *, timeout: float = 120, what: str = "the condition") -> T:
+    """Poll `check` until it returns something truthy, and return that; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -183,6 +195,23 @@ class Stack:
         response = self.post_cluster(account, cluster_body(**fields))
         assert response.status_code == 202, response.text
         return dict(response.json())
+
+    def find_cluster(self, account: Account, cluster_id: str) -> dict[str, Any] | None:
+        """The cluster as `account` reads it, or None once it is gone (404)."""
+        response = self.call("GET", cluster_path(account.org_id, cluster_id), token=account.access_token)
+        assert response.status_code in (200, 404), response.text
+        return dict(response.json()) if response.status_code == 200 else None
+
+    def until_status(self, account: Account, cluster_id: str, status: str, *, ready: int | None = None,
+                     timeout: float = 120) -> dict[str, Any]:
+        """The cluster once the API shows it in `status` (with `ready` instances ready, if given)."""
+        def reached() -> dict[str, Any] | None:
+            cluster = self.find_cluster(account, cluster_id)
+            if cluster and cluster["status"] == status and (ready is None or cluster["ready_instances"] == ready):
+                return cluster
+            return None
+
+        return until(reached, timeout=timeout, what=f"{cluster_id} {status} with {ready} ready in the API")
 
     def get_cluster(self, account: Account, cluster_id: str) -> dict[str, Any]:
         """The cluster as `account` reads it through the public API."""

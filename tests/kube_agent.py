@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import requests
-from conftest import ROOT, Stack
-from local_agent import until
+from conftest import ROOT, Stack, until
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.ports import free_port

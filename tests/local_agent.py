@@ -13,18 +13,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import requests
-from conftest import ROOT, Stack
+from conftest import ROOT, Stack, until
 
 from devstack.ports import free_port
 
-T = TypeVar("T")
 FAST = {
     "OROCHI_POLL_WAIT_SECONDS": "1",
     "OROCHI_OBSERVE_INTERVAL_SECONDS": "0.5",
@@ -36,17 +33,6 @@ FAST = {
     "OROCHI_DRAIN_SECONDS": "30",
     "OROCHI_LOCAL_STOP_SERVERS_ON_EXIT": "true",
 }
-
-
-def until(check: Callable[[], T | None], *, timeout: float = 120, what: str = "the condition") -> T:
-    """Poll `check` until it returns something truthy; that value. Fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def data_folder() -> Path:

@@ -14,8 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import Account, Stack, cluster_path, new_stack
-from local_agent import LocalAgent, data_folder, kill_servers_under, until
+from conftest import Account, Stack, cluster_path, new_stack, until
+from local_agent import LocalAgent, data_folder, kill_servers_under
 
 
 class System:
@@ -50,21 +50,6 @@ def system(stack_env: dict[str, str]) -> Iterator[System]:
     system.close()
 
 
-def cluster_of(stack: Stack, account: Account, cluster_id: str) -> dict[str, Any] | None:
-    response = stack.call("GET", cluster_path(account.org_id, cluster_id), token=account.access_token)
-    return response.json() if response.status_code == 200 else None
-
-
-def until_status(stack: Stack, account: Account, cluster_id: str, status: str, *, ready: int | None = None,
-                 timeout: float = 120) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        cluster = cluster_of(stack, account, cluster_id)
-        if cluster and cluster["status"] == status and (ready is None or cluster["ready_instances"] == ready):
-            return cluster
-        return None
-
-    return until(reached, timeout=timeout, what=f"{cluster_id} {status} with {ready} ready")
-
 
 def credentials(stack: Stack, account: Account, cluster_id: str) -> dict[str, Any]:
     response = stack.call("GET", cluster_path(account.org_id, cluster_id) + "/credentials", token=account.access_token)
@@ -90,7 +75,7 @@ def test_a_user_gets_a_real_replicated_cluster_scales_it_and_deletes_it(system: 
     created = stack.create_cluster(owner, postgres_version="18", instances=2)
     cluster_id = created["cluster"]["id"]
 
-    running = until_status(stack, owner, cluster_id, "running", ready=2)
+    running = stack.until_status(owner, cluster_id, "running", ready=2)
     assert running["observed_generation"] == running["generation"]
     assert operation(stack, owner, cluster_id, created["operation"]["id"])["status"] == "succeeded"
     creds = credentials(stack, owner, cluster_id)
@@ -111,7 +96,7 @@ def test_a_user_gets_a_real_replicated_cluster_scales_it_and_deletes_it(system: 
     scaled = stack.call("POST", cluster_path(owner.org_id, cluster_id) + "/scale", token=owner.access_token,
                         json={"instances": 3})
     assert scaled.status_code == 202, scaled.text
-    until_status(stack, owner, cluster_id, "running", ready=3)
+    stack.until_status(owner, cluster_id, "running", ready=3)
     assert len(agent.servers(cluster_id)) == 3
     with psycopg.connect(creds["uri"], autocommit=True) as primary:
         assert primary.execute("SELECT count(*) FROM pg_stat_replication").fetchone() == (2,)
@@ -119,7 +104,7 @@ def test_a_user_gets_a_real_replicated_cluster_scales_it_and_deletes_it(system: 
 
     deleting = stack.call("DELETE", cluster_path(owner.org_id, cluster_id), token=owner.access_token)
     assert deleting.status_code == 202, deleting.text
-    until(lambda: cluster_of(stack, owner, cluster_id) is None, what="the cluster to be deleted")
+    until(lambda: stack.find_cluster(owner, cluster_id) is None, what="the cluster to be deleted")
     assert agent.servers(cluster_id) == {}
     assert not agent.cluster_dir(cluster_id).exists()
     assert creds["password"] not in agent.log_text()
@@ -129,7 +114,7 @@ def test_metrics_of_the_real_servers_reach_the_user_and_the_agent_heartbeats(sys
     stack, agent = system.stack, system.agent()
     owner = stack.register()
     cluster_id = stack.create_cluster(owner, postgres_version="18", instances=2)["cluster"]["id"]
-    until_status(stack, owner, cluster_id, "running", ready=2)
+    stack.until_status(owner, cluster_id, "running", ready=2)
     uri = credentials(stack, owner, cluster_id)["uri"]
     extra = [psycopg.connect(uri) for _ in range(3)]
     try:
@@ -171,7 +156,7 @@ def test_an_agent_killed_mid_provisioning_converges_when_it_starts_again(system:
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
 
     again = system.agent(first.data_dir)
-    until_status(stack, owner, cluster_id, "running", ready=2)
+    stack.until_status(owner, cluster_id, "running", ready=2)
     assert len(again.servers(cluster_id)) == 2
     with psycopg.connect(credentials(stack, owner, cluster_id)["uri"]) as connection:
         assert connection.execute("SELECT 1").fetchone() == (1,)
@@ -186,7 +171,7 @@ def test_sigterm_finishes_or_hands_back_the_work_in_flight_and_exits_0(system: S
     assert "drained" in first.log_text()
 
     system.agent(first.data_dir)
-    until_status(stack, owner, cluster_id, "running", ready=2)
+    stack.until_status(owner, cluster_id, "running", ready=2)
 
 
 def test_a_job_lost_before_the_agent_saw_it_is_healed_by_the_resync(system: System) -> None:
@@ -199,7 +184,7 @@ def test_a_job_lost_before_the_agent_saw_it_is_healed_by_the_resync(system: Syst
     sqs.delete_message(QueueUrl=queue, ReceiptHandle=received[0]["ReceiptHandle"])
 
     system.agent()
-    until_status(stack, owner, cluster_id, "running", ready=1)
+    stack.until_status(owner, cluster_id, "running", ready=1)
 
 
 def test_duplicate_and_out_of_order_jobs_restart_nothing_and_change_nothing(system: System) -> None:
@@ -209,7 +194,7 @@ def test_duplicate_and_out_of_order_jobs_restart_nothing_and_change_nothing(syst
     scaled = stack.call("POST", cluster_path(owner.org_id, cluster_id) + "/scale", token=owner.access_token,
                         json={"instances": 2})
     assert scaled.status_code == 202, scaled.text
-    before = until_status(stack, owner, cluster_id, "running", ready=2)
+    before = stack.until_status(owner, cluster_id, "running", ready=2)
     servers = agent.servers(cluster_id)
     done = agent.metric("orochi_agent_jobs_processed_total", outcome="applied")
 
@@ -235,7 +220,7 @@ def test_a_version_the_driver_cannot_serve_fails_the_cluster_with_the_reason_and
     created = stack.create_cluster(owner, postgres_version="17", instances=1)
     cluster_id = created["cluster"]["id"]
 
-    failed = until_status(stack, owner, cluster_id, "failed")
+    failed = stack.until_status(owner, cluster_id, "failed")
     assert "17" in failed["status_message"] and "18" in failed["status_message"]
     assert operation(stack, owner, cluster_id, created["operation"]["id"])["status"] == "failed"
     assert "17" in operation(stack, owner, cluster_id, created["operation"]["id"])["error"]
@@ -254,9 +239,10 @@ def test_readiness_names_what_the_agent_cannot_reach_while_liveness_holds(system
     agent = system.agent(OROCHI_API_URL="http://127.0.0.1:9")  # nothing listens there
     assert agent.health("/healthz").status_code == 200
 
-    def not_ready() -> dict[str, Any] | None:
-        response = agent.health("/readyz")
-        return response.json() if response.status_code == 503 and "api" in response.json()["problems"] else None
+    def names_the_api() -> str | None:
+        response = agent.health("/readyz")  # "not reached yet" until the first call to the API has failed
+        problem = response.json()["problems"].get("api", "") if response.status_code == 503 else ""
+        return problem if "did not answer" in problem else None
 
-    assert "did not answer" in until(not_ready, what="/readyz to name the API")["problems"]["api"]
+    assert until(names_the_api, what="/readyz to say the API did not answer")
     assert agent.env["OROCHI_AGENT_TOKEN"].split(".")[1] not in agent.log_text()

@@ -29,10 +29,9 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from conftest import ROOT, Account, Stack, cluster_path, new_stack
+from conftest import ROOT, Account, Stack, cluster_path, new_stack, until
 from kube_agent import AGENT_NAMESPACE, KubeAgent
 from kubernetes.client import ApiException
-from local_agent import until
 
 from devstack.kube.testbed import ApiError, Testbed
 from orochi_agent.drivers.cnpg import names
@@ -200,22 +199,6 @@ def stop_cleanly(bed: Testbed, agent: KubeAgent) -> None:
 # The API
 
 
-def cluster_of(stack: Stack, account: Account, cluster_id: str) -> dict[str, Any] | None:
-    response = stack.call("GET", cluster_path(account.org_id, cluster_id), token=account.access_token)
-    assert response.status_code in (200, 404), response.text
-    return response.json() if response.status_code == 200 else None
-
-
-def until_status(stack: Stack, account: Account, cluster_id: str, status: str, *, ready: int | None = None,
-                 timeout: float = 60) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        cluster = cluster_of(stack, account, cluster_id)
-        if cluster and cluster["status"] == status and (ready is None or cluster["ready_instances"] == ready):
-            return cluster
-        return None
-
-    return until(reached, timeout=timeout, what=f"{cluster_id} {status} with {ready} ready in the API")
-
 
 def mutate(stack: Stack, account: Account, method: str, path: str, body: Any = None) -> dict[str, Any]:
     response = stack.call(method, path, token=account.access_token, json=body)
@@ -285,14 +268,14 @@ def test_a_cluster_is_applied_runs_changes_in_place_and_is_deleted_through_the_a
     assert job["metadata"]["ownerReferences"][0]["kind"] == "Cluster"
     until(lambda: applied(bed, namespace, 1), what="generation 1 applied in full")
     assert get(bed, core(namespace, "secrets", names.TIERS_SECRET)) is not None
-    assert cluster_of(stack, owner, cluster_id)["status"] == "provisioning"  # type: ignore[index]
+    assert stack.find_cluster(owner, cluster_id)["status"] == "provisioning"  # type: ignore[index]
 
     with operator_stopped(bed):
         write_healthy_status(bed, namespace, instances=1)
         give_load_balancer_address(bed, namespace, "203.0.113.10")
-        running = until_status(stack, owner, cluster_id, "running", ready=1)
-        until(lambda: (c := cluster_of(stack, owner, cluster_id)) and c.get("endpoint") and c, what="the endpoint")
-    running = cluster_of(stack, owner, cluster_id)
+        running = stack.until_status(owner, cluster_id, "running", ready=1)
+        until(lambda: (c := stack.find_cluster(owner, cluster_id)) and c.get("endpoint") and c, what="the endpoint")
+    running = stack.find_cluster(owner, cluster_id)
     assert running is not None and running["endpoint"] == {"host": "203.0.113.10", "port": 5432}
     assert running["observed_generation"] == running["generation"] == 1
 
@@ -305,16 +288,16 @@ def test_a_cluster_is_applied_runs_changes_in_place_and_is_deleted_through_the_a
     scaled = bed.request("GET", cnpg_cluster(namespace))
     assert scaled["metadata"]["uid"] == uid and scaled["spec"]["instances"] == 3
     assert not [e for e in scaled["spec"].get("env", []) if "valueFrom" in e]
-    assert cluster_of(stack, owner, cluster_id)["status"] != "running"  # type: ignore[index]
+    assert stack.find_cluster(owner, cluster_id)["status"] != "running"  # type: ignore[index]
     with operator_stopped(bed):
         write_healthy_status(bed, namespace, instances=3)
-        running = until_status(stack, owner, cluster_id, "running", ready=3)
+        running = stack.until_status(owner, cluster_id, "running", ready=3)
     assert running["observed_generation"] == running["generation"] == generation
     assert running["instances"] == 3 and running["endpoint"] == {"host": "203.0.113.10", "port": 5432}
 
     mutate(stack, owner, "DELETE", path)
     until(lambda: get(bed, f"/api/v1/namespaces/{namespace}") is None, timeout=120, what="the namespace gone")
-    until(lambda: cluster_of(stack, owner, cluster_id) is None, what="the cluster deleted in the API")
+    until(lambda: stack.find_cluster(owner, cluster_id) is None, what="the cluster deleted in the API")
 
 
 # Duplicates, stale jobs, drift
@@ -348,8 +331,8 @@ def test_a_duplicate_and_a_stale_job_change_nothing_in_kubernetes_or_in_the_api(
                core(namespace, "secrets", names.APP_SECRET)]
     with operator_stopped(bed):  # nothing else moves the Cluster meanwhile
         write_healthy_status(bed, namespace, instances=2)
-        until_status(stack, owner, cluster_id, "running", ready=2)
-        before = cluster_of(stack, owner, cluster_id)
+        stack.until_status(owner, cluster_id, "running", ready=2)
+        before = stack.find_cluster(owner, cluster_id)
         versions = [bed.request("GET", o)["metadata"]["resourceVersion"] for o in objects]
         calls, done = agent.kube_calls(), agent.metric("orochi_agent_jobs_processed_total", outcome="applied")
 
@@ -359,7 +342,7 @@ def test_a_duplicate_and_a_stale_job_change_nothing_in_kubernetes_or_in_the_api(
               what="both jobs processed")
 
         assert [bed.request("GET", o)["metadata"]["resourceVersion"] for o in objects] == versions
-        assert cluster_of(stack, owner, cluster_id) == before
+        assert stack.find_cluster(owner, cluster_id) == before
         made = agent.kube_calls() - calls
         assert not [c for c in made if c.resource == "clusters" and c.verb != "watch"]  # the Cluster is not even sent
     assert before is not None and before["generation"] == before["observed_generation"] == settled.generation
@@ -392,7 +375,7 @@ def test_a_desired_state_the_webhook_rejects_fails_the_cluster_with_the_webhooks
     created = stack.create_cluster(owner, postgres_version="18", instances=1, storage_gb=10)
     cluster_id = created["cluster"]["id"]
 
-    failed = until_status(stack, owner, cluster_id, "failed")
+    failed = stack.until_status(owner, cluster_id, "failed")
 
     assert "denied the request" in failed["status_message"]
     assert "Can't use 'latest' as image tag" in failed["status_message"]
@@ -401,7 +384,7 @@ def test_a_desired_state_the_webhook_rejects_fails_the_cluster_with_the_webhooks
     assert operation["status"] == "failed" and "Can't use 'latest' as image tag" in operation["error"]
     assert get(bed, cnpg_cluster(names.namespace(cluster_id))) is None
     mutate(stack, owner, "DELETE", cluster_path(owner.org_id, cluster_id))
-    until(lambda: cluster_of(stack, owner, cluster_id) is None, timeout=120, what="the failed cluster deleted")
+    until(lambda: stack.find_cluster(owner, cluster_id) is None, timeout=120, what="the failed cluster deleted")
 
 
 # RBAC, both ways, and the admission policy
@@ -516,14 +499,14 @@ def test_a_deletion_slower_than_the_jobs_receives_is_not_reported_failed(
     try:  # while the job's receives go by (or for 30 s), the cluster is being deleted, not failed
         window = time.monotonic() + 30
         while time.monotonic() < window and not dead_lettered():
-            shown = cluster_of(stack, owner, cluster_id)
+            shown = stack.find_cluster(owner, cluster_id)
             assert shown is not None and shown["status"] == "deleting", (shown["status"], shown["status_message"])
             time.sleep(0.1)
     finally:
         merge(bed, held, {"metadata": {"finalizers": None}})
-        if (cluster_of(stack, owner, cluster_id) or {}).get("status") == "failed":  # else a resync would apply it again
+        if (stack.find_cluster(owner, cluster_id) or {}).get("status") == "failed":  # else a resync would apply it again
             mutate(stack, owner, "DELETE", cluster_path(owner.org_id, cluster_id))
-    until(lambda: cluster_of(stack, owner, cluster_id) is None, timeout=120, what="the cluster deleted in the API")
+    until(lambda: stack.find_cluster(owner, cluster_id) is None, timeout=120, what="the cluster deleted in the API")
 
 
 # Two replicas
@@ -650,9 +633,9 @@ def test_a_cluster_the_other_replica_applied_runs_once_cnpg_acted_on_it(
     with operator_stopped(bed):
         write_healthy_status(bed, names.namespace(cluster_id), instances=1)
         try:
-            until_status(stack, replicas.owner, cluster_id, "running", ready=1, timeout=10)
+            stack.until_status(replicas.owner, cluster_id, "running", ready=1, timeout=10)
         except AssertionError:
-            shown = cluster_of(stack, replicas.owner, cluster_id) or {}
+            shown = stack.find_cluster(replicas.owner, cluster_id) or {}
             raise AssertionError(f"still {shown.get('status')}, observed generation {shown.get('observed_generation')}"
                                  f" of {shown.get('generation')}") from None
 
@@ -678,7 +661,7 @@ def test_the_other_replica_takes_the_lease_when_the_leader_is_killed_mid_apply_a
     assert cluster["metadata"]["labels"][names.CLUSTER_LABEL] == cluster_id
     with operator_stopped(bed):
         write_healthy_status(bed, namespace, instances=1)
-        running = until_status(stack, replicas.owner, cluster_id, "running", ready=1)
+        running = stack.until_status(replicas.owner, cluster_id, "running", ready=1)
     assert running["observed_generation"] == running["generation"] == 1
     assert mid_apply, "the leader had applied the whole cluster before it was killed"
     assert lease(bed)["spec"]["leaseTransitions"] == transitions + 1  # type: ignore[index]
