@@ -43,33 +43,35 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 import psycopg
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
-    PASSWORD,
+    EMPTY,
     ROOT,
-    cluster_body,
-    cluster_path,
-    clusters_path,
+    Histogram,
+    HttpApi,
+    Scrape,
+    User,
+    access_lines,
+    aws_sqs,
     heading,
     load_average,
     machine,
     markdown_table,
     moto_stack,
-    new_email,
     percentile,
+    route,
+    serve_api,
+    until,
 )
 from devstack import agents
-from devstack.ports import free_port, wait_for_port
+from devstack.ports import free_port
 
 REGION = "nyc1"
 AIM_SECONDS = 3.0
-POLL_SECONDS = 0.02
 GAP_SECONDS = 1.2  # > OROCHI_POLL_WAIT_SECONDS: see no_op
 FAST = {  # the agent's intervals for this run (the brief's; resync out of the way so it never adds reconciles)
     "OROCHI_POLL_WAIT_SECONDS": "1",
@@ -83,95 +85,13 @@ HISTOGRAMS = ("orochi_agent_enqueue_to_applied_seconds", "orochi_agent_job_laten
 WATCHED_FILES = ("postgresql.conf", "orochi.conf", "postgresql.auto.conf")
 
 
-def until(check: Callable[[], Any], *, timeout: float, what: str, every: float = POLL_SECONDS) -> Any:
-    """Poll `check` until it returns something truthy; that value. RuntimeError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-
-
-# --- the agent's /metrics ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Histogram:
-    """A Prometheus histogram (or the difference of two scrapes of one): cumulative buckets, sum, count."""
-
-    buckets: tuple[tuple[float, float], ...]
-    total: float
-    count: float
-
-    def __sub__(self, other: Histogram) -> Histogram:
-        return Histogram(tuple((b, c - o) for (b, c), (_, o) in zip(self.buckets, other.buckets, strict=True)),
-                         self.total - other.total, self.count - other.count)
-
-    def __add__(self, other: Histogram) -> Histogram:
-        if not other.buckets:
-            return self
-        if not self.buckets:
-            return other
-        return Histogram(tuple((b, c + o) for (b, c), (_, o) in zip(self.buckets, other.buckets, strict=True)),
-                         self.total + other.total, self.count + other.count)
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count if self.count else math.nan
-
-    def quantile(self, q: float) -> float:
-        """As Prometheus' histogram_quantile: linear within the bucket holding the rank (from 0 for the first)."""
-        if self.count <= 0:
-            return math.nan
-        rank, low, below = q * self.count, 0.0, 0.0
-        for bound, cumulative in self.buckets:
-            if cumulative >= rank:
-                if math.isinf(bound):
-                    return low
-                if cumulative == below:
-                    return bound
-                return low + (bound - low) * (rank - below) / (cumulative - below)
-            low, below = bound, cumulative
-        return math.nan
-
-
-EMPTY = Histogram((), 0.0, 0.0)
-
-
-class Scrape:
-    def __init__(self, text: str) -> None:
-        self.samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                self.samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-
-    def value(self, name: str, **labels: str) -> float:
-        return self.samples.get((name, frozenset(labels.items())), 0.0)
-
-    def total(self, name: str) -> float:
-        """The sum over every label set of `name`."""
-        return sum(v for (n, _), v in self.samples.items() if n == name)
-
-    def histogram(self, name: str) -> Histogram:
-        buckets = sorted((float(dict(labels)["le"]), v) for (n, labels), v in self.samples.items()
-                         if n == f"{name}_bucket")
-        return Histogram(tuple(buckets), self.value(f"{name}_sum"), self.value(f"{name}_count"))
-
-
 # --- the system ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class User:
-    org_id: str
-    token: str
-
-
-class System:
+class System(HttpApi):
     """moto + the API (HTTP) + one local agent, in a fresh folder under /tmp; `close` removes all of it."""
+
+    email_prefix = "agent-loop"
 
     def __init__(self, *, quota: int) -> None:
         self._quota = quota
@@ -191,12 +111,7 @@ class System:
         env = self._stack.enter_context(moto_stack(ORG_CLUSTER_QUOTA=str(self._quota),
                                                    ACCESS_TOKEN_TTL_SECONDS="7200"))
         self.env = env
-        api_port = free_port()
-        self.url = f"http://127.0.0.1:{api_port}"
-        with self.api_log.open("ab") as log:
-            self.api = subprocess.Popen([sys.executable, "-m", "devstack.api", "--port", str(api_port)], cwd=ROOT,
-                                        env=env, stdout=subprocess.DEVNULL, stderr=log)
-        wait_for_port(api_port, process=self.api)
+        self.api, self.url = serve_api(env, self.api_log)
         self.health_port = free_port()
         self.agent_env = {
             **agents.agent_environment(env, region=REGION, token=agents.create_token(env, REGION),
@@ -208,7 +123,7 @@ class System:
                                           stdout=log, stderr=log)
         until(lambda: self._probe("/readyz"), timeout=60, what="the agent's /readyz", every=0.1)
         self.agent_process = psutil.Process(self.agent.pid)
-        self.sqs = _sqs(env)
+        self.sqs = aws_sqs(env)
         self.queue_url = self.agent_env["OROCHI_QUEUE_URL"]
 
     def _probe(self, path: str) -> bool:
@@ -244,60 +159,6 @@ class System:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    # --- the public API, as the user -------------------------------------------------------------------------
-
-    def call(self, method: str, path: str, *, token: str | None = None, body: Any = None) -> requests.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self.http.request(method, self.url + path, json=body, headers=headers, timeout=30)
-
-    def register(self) -> User:
-        response = self.call("POST", "/v1/auth/register", body={
-            "email": new_email("agent-loop"), "password": PASSWORD, "name": "Bench User",
-            "organization_name": "Bench Org"})
-        if response.status_code != 201:
-            raise RuntimeError(f"register: {response.status_code} {response.text}")
-        body = response.json()
-        return User(org_id=body["organization"]["id"], token=body["access_token"])
-
-    def create(self, user: User, **fields: Any) -> dict[str, Any]:
-        response = self.call("POST", clusters_path(user.org_id), token=user.token, body=cluster_body(**fields))
-        if response.status_code != 202:
-            raise RuntimeError(f"create cluster: {response.status_code} {response.text}")
-        return dict(response.json()["cluster"])
-
-    def cluster(self, user: User, cluster_id: str) -> dict[str, Any] | None:
-        response = self.call("GET", cluster_path(user.org_id, cluster_id), token=user.token)
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise RuntimeError(f"get cluster: {response.status_code} {response.text}")
-        return dict(response.json())
-
-    def clusters(self, user: User) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        cursor = None
-        for _ in range(100):
-            query = "?limit=100" + (f"&cursor={cursor}" if cursor else "")
-            response = self.call("GET", clusters_path(user.org_id) + query, token=user.token)
-            if response.status_code != 200:
-                raise RuntimeError(f"list clusters: {response.status_code} {response.text}")
-            page = response.json()
-            items += page["items"]
-            if not (cursor := page.get("next_cursor")):
-                return items
-        raise RuntimeError("the cluster listing never ends")
-
-    def delete(self, user: User, cluster_id: str) -> None:
-        response = self.call("DELETE", cluster_path(user.org_id, cluster_id), token=user.token)
-        if response.status_code != 202:
-            raise RuntimeError(f"delete cluster: {response.status_code} {response.text}")
-
-    def credentials(self, user: User, cluster_id: str) -> dict[str, Any]:
-        response = self.call("GET", cluster_path(user.org_id, cluster_id) + "/credentials", token=user.token)
-        if response.status_code != 200:
-            raise RuntimeError(f"credentials: {response.status_code} {response.text}")
-        return dict(response.json())
-
     # --- the agent and its servers, from outside ---------------------------------------------------------------
 
     def scrape(self) -> Scrape:
@@ -319,9 +180,6 @@ class System:
     def agent_cpu(self) -> float:
         times = self.agent_process.cpu_times()
         return float(times.user + times.system)
-
-    def api_requests(self) -> int:
-        return len(_access_lines(self.api_log))
 
     def agent_applies(self) -> tuple[dict[str, float], dict[str, float]]:
         """From the agent's log: cluster id → the driver's apply time (ms) of its first generation, and instance →
@@ -348,13 +206,6 @@ class System:
             if message.startswith("PostgreSQL installations:"):
                 return message.split(":", 1)[1].strip()
         return "unknown"
-
-
-def _sqs(env: dict[str, str]) -> Any:
-    import boto3
-
-    return boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
 
 
 def _live_postmasters(folder: Path) -> dict[str, int]:
@@ -387,22 +238,6 @@ def _stop_servers_under(data_dir: Path) -> None:
                     process.kill()
             except psutil.Error:
                 continue
-
-
-_ACCESS = re.compile(r'"([A-Z]+) (\S+) HTTP/1\.[01]" (\d{3})')
-
-
-def _access_lines(log: Path) -> list[tuple[str, str, str]]:
-    """(method, path, status) of every request in the API's access log (http.server's lines on stderr)."""
-    return [m.groups() for m in _ACCESS.finditer(log.read_text(errors="replace"))]  # type: ignore[misc]
-
-
-def _route(method: str, path: str) -> str:
-    path = path.split("?", 1)[0]
-    path = re.sub(r"^/v1/agent/clusters/[^/]+", "/v1/agent/clusters/{id}", path)
-    path = re.sub(r"^/v1/orgs/[^/]+", "/v1/orgs/{org}", path)
-    path = re.sub(r"/clusters/[^/]+", "/clusters/{id}", path)
-    return f"{method} {path}"
 
 
 def _lsn(text: str) -> int:
@@ -575,7 +410,7 @@ def no_op_window(system: System, user: User, cluster_id: str, conn: psycopg.Conn
     wal, inserted = _lsn(end_lsn) - _lsn(start_lsn), _lsn(end_insert) - _lsn(start_insert)
     now_pids = system.servers(cluster_id)
     restarts = sum(1 for name, pid in pids.items() if now_pids.get(name) != pid) + len(set(now_pids) - set(pids))
-    requests_seen = Counter(_route(m, p) for m, p, _ in _access_lines(system.api_log)[logged:])
+    requests_seen = Counter(route(m, p) for m, p, _ in access_lines(system.api_log)[logged:])
     reconcile = after.histogram(HISTOGRAMS[2]) - before.histogram(HISTOGRAMS[2])
     return Window(
         label=label, jobs=jobs, seconds=seconds, reconciles=reconcile.count, restarts=restarts, wal_bytes=wal,
@@ -729,7 +564,7 @@ def agent_memory(system: System, label: str, cluster_ids: list[str] | None = Non
     info = system.agent_process.memory_full_info()
     return Memory(label, info.rss, info.pss, 100 * (system.agent_cpu() - cpu) / seconds,
                   100 * (servers_cpu(system, cluster_ids) - servers) / seconds,
-                  Counter(_route(m, p) for m, p, _ in _access_lines(system.api_log)[logged:]))
+                  Counter(route(m, p) for m, p, _ in access_lines(system.api_log)[logged:]))
 
 
 def servers_cpu(system: System, cluster_ids: list[str]) -> float:

@@ -1,5 +1,6 @@
 """Shared benchmark pieces: a moto server with the table, the app's environment, the in-process API,
-a DynamoDB call counter on the shared botocore client, statistics and markdown tables.
+a DynamoDB call counter on the shared botocore client, the API as an HTTP server with a user acting through it
+and an agent's /metrics (for the agent loops), statistics and markdown tables.
 
 The app reads its settings once per process, so every benchmark script runs in its own process
 (`bench.run_all` starts each one) and calls `use_environment` before importing `app`.
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -21,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +239,199 @@ def reaper_event() -> dict[str, Any]:
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --- the API as an HTTP server, a user acting through it, an agent's /metrics (the agent loops) -----
+
+
+POLL_SECONDS = 0.02
+
+
+def until(check: Callable[[], Any], *, timeout: float, what: str, every: float = POLL_SECONDS) -> Any:
+    """Poll `check` until it returns something truthy; that value. RuntimeError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A Prometheus histogram (or the difference of two scrapes of one): cumulative buckets, sum, count."""
+
+    buckets: tuple[tuple[float, float], ...]
+    total: float
+    count: float
+
+    def __sub__(self, other: Histogram) -> Histogram:
+        return Histogram(tuple((b, c - o) for (b, c), (_, o) in zip(self.buckets, other.buckets, strict=True)),
+                         self.total - other.total, self.count - other.count)
+
+    def __add__(self, other: Histogram) -> Histogram:
+        if not other.buckets:
+            return self
+        if not self.buckets:
+            return other
+        return Histogram(tuple((b, c + o) for (b, c), (_, o) in zip(self.buckets, other.buckets, strict=True)),
+                         self.total + other.total, self.count + other.count)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+    def quantile(self, q: float) -> float:
+        """As Prometheus' histogram_quantile: linear within the bucket holding the rank (from 0 for the first)."""
+        if self.count <= 0:
+            return math.nan
+        rank, low, below = q * self.count, 0.0, 0.0
+        for bound, cumulative in self.buckets:
+            if cumulative >= rank:
+                if math.isinf(bound):
+                    return low
+                if cumulative == below:
+                    return bound
+                return low + (bound - low) * (rank - below) / (cumulative - below)
+            low, below = bound, cumulative
+        return math.nan
+
+
+EMPTY = Histogram((), 0.0, 0.0)
+
+
+class Scrape:
+    """One scrape of a Prometheus text endpoint (an agent's /metrics): every sample by name and labels."""
+
+    def __init__(self, text: str) -> None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        self.text = text
+        self.samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                self.samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+    def total(self, name: str) -> float:
+        """The sum over every label set of `name`."""
+        return sum(v for (n, _), v in self.samples.items() if n == name)
+
+    def histogram(self, name: str) -> Histogram:
+        buckets = sorted((float(dict(labels)["le"]), v) for (n, labels), v in self.samples.items()
+                         if n == f"{name}_bucket")
+        return Histogram(tuple(buckets), self.value(f"{name}_sum"), self.value(f"{name}_count"))
+
+
+@dataclass
+class User:
+    org_id: str
+    token: str
+
+
+def serve_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The API as an HTTP server (`python -m devstack.api`) on a free loopback port, its stderr (chalice local's
+    access log) appended to `log`; (the process, its URL) once it listens."""
+    port = free_port()
+    with log.open("ab") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "devstack.api", "--port", str(port)], cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=handle)
+    wait_for_port(port, process=process)
+    return process, f"http://127.0.0.1:{port}"
+
+
+class HttpApi:
+    """The public API over HTTP, as a registered user. The class using it sets `url` (the API's), `http` (a
+    `requests.Session`) and `api_log` (the API's access log, see `serve_api`)."""
+
+    url: str
+    http: Any
+    api_log: Path
+    email_prefix = "bench"
+
+    def call(self, method: str, path: str, *, token: str | None = None, body: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return self.http.request(method, self.url + path, json=body, headers=headers, timeout=30)
+
+    def register(self) -> User:
+        response = self.call("POST", "/v1/auth/register", body={
+            "email": new_email(self.email_prefix), "password": PASSWORD, "name": "Bench User",
+            "organization_name": "Bench Org"})
+        if response.status_code != 201:
+            raise RuntimeError(f"register: {response.status_code} {response.text}")
+        body = response.json()
+        return User(org_id=body["organization"]["id"], token=body["access_token"])
+
+    def create(self, user: User, **fields: Any) -> dict[str, Any]:
+        response = self.call("POST", clusters_path(user.org_id), token=user.token, body=cluster_body(**fields))
+        if response.status_code != 202:
+            raise RuntimeError(f"create cluster: {response.status_code} {response.text}")
+        return dict(response.json()["cluster"])
+
+    def cluster(self, user: User, cluster_id: str) -> dict[str, Any] | None:
+        response = self.call("GET", cluster_path(user.org_id, cluster_id), token=user.token)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise RuntimeError(f"get cluster: {response.status_code} {response.text}")
+        return dict(response.json())
+
+    def clusters(self, user: User) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        for _ in range(100):
+            query = "?limit=100" + (f"&cursor={cursor}" if cursor else "")
+            response = self.call("GET", clusters_path(user.org_id) + query, token=user.token)
+            if response.status_code != 200:
+                raise RuntimeError(f"list clusters: {response.status_code} {response.text}")
+            page = response.json()
+            items += page["items"]
+            if not (cursor := page.get("next_cursor")):
+                return items
+        raise RuntimeError("the cluster listing never ends")
+
+    def delete(self, user: User, cluster_id: str) -> None:
+        response = self.call("DELETE", cluster_path(user.org_id, cluster_id), token=user.token)
+        if response.status_code != 202:
+            raise RuntimeError(f"delete cluster: {response.status_code} {response.text}")
+
+    def credentials(self, user: User, cluster_id: str) -> dict[str, Any]:
+        response = self.call("GET", cluster_path(user.org_id, cluster_id) + "/credentials", token=user.token)
+        if response.status_code != 200:
+            raise RuntimeError(f"credentials: {response.status_code} {response.text}")
+        return dict(response.json())
+
+    def api_requests(self) -> int:
+        return len(access_lines(self.api_log))
+
+
+def aws_sqs(env: dict[str, str]) -> Any:
+    """An SQS client of the moto server in `env` (to send jobs straight to a region's queue)."""
+    import boto3
+
+    return boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+_ACCESS = re.compile(r'"([A-Z]+) (\S+) HTTP/1\.[01]" (\d{3})')
+
+
+def access_lines(log: Path) -> list[tuple[str, str, str]]:
+    """(method, path, status) of every request in the API's access log (http.server's lines on stderr)."""
+    return [m.groups() for m in _ACCESS.finditer(log.read_text(errors="replace"))]  # type: ignore[misc]
+
+
+def route(method: str, path: str) -> str:
+    """A request line as its route: ids replaced by {id} and {org}, the query dropped."""
+    path = path.split("?", 1)[0]
+    path = re.sub(r"^/v1/agent/clusters/[^/]+", "/v1/agent/clusters/{id}", path)
+    path = re.sub(r"^/v1/orgs/[^/]+", "/v1/orgs/{org}", path)
+    path = re.sub(r"/clusters/[^/]+", "/clusters/{id}", path)
+    return f"{method} {path}"
 
 
 # --- counting DynamoDB calls ----------------------------------------------------------------------

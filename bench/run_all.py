@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.run_all cold_start # only the named ones
     .venv/bin/python -m bench.run_all dynamo_calls scale_independence endpoint_latency  # the cluster/agent ones
     .venv/bin/python -m bench.run_all agent_loop  # the real loop: API (HTTP) + agent + PostgreSQL servers
+    .venv/bin/python -m bench.run_all cnpg_loop   # the real loop with the cnpg driver: + Kubernetes and CNPG
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from bench.common import ROOT, machine
 
 BENCHMARKS = ["cold_start", "whatif", "dynamo_calls", "login_latency", "scale_independence", "endpoint_latency",
-              "agent_loop"]
+              "agent_loop", "cnpg_loop"]
 
 
 def main() -> int:
