@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chalicelib import agents
+from chalicelib import agents, clock
 from chalicelib.errors import AppError
 from chalicelib.settings import Settings, get_settings
 from chalicelib.store import base
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     base.configure(table_name=settings.table_name)
     try:
         if args.command == "agent":
-            print(agent_table(settings, args.region, at=base.now()))
+            print(agent_table(settings, args.region, at=clock.now()))
         elif args.action == "create":
             created = agents.create_token(settings, args.region)
             print(f"agent token id: {created.id}\nregion: {created.region}\n"

@@ -13,7 +13,8 @@ from chalicelib.settings import Settings
 from chalicelib.shapes import Body, ListQuery, Out, Page
 from chalicelib.store import agents as store
 from chalicelib.store import clusters as cluster_store
-from chalicelib.store.base import now, read_ahead
+from chalicelib.clock import now
+from chalicelib.store.base import read_ahead
 
 MAX_CLOCK_SKEW = 300
 

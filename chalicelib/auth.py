@@ -13,7 +13,8 @@ from chalicelib.shapes import Body, DisplayName, Email, Out, Password, Token
 from chalicelib.store import accounts as store
 from chalicelib.store import clusters as cluster_store
 from chalicelib.store import orgs as org_store
-from chalicelib.store.base import now, read_ahead
+from chalicelib.clock import now
+from chalicelib.store.base import read_ahead
 
 INVALID_LOGIN = "invalid e-mail or password"
 

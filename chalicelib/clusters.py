@@ -17,7 +17,7 @@ from chalicelib.settings import Settings
 from chalicelib.shapes import Body, ListQuery, Out, Page
 from chalicelib.store import clusters as store
 from chalicelib.store.orgs import Member
-from chalicelib.store.base import now
+from chalicelib.clock import now
 
 DATABASE = "app"
 DATABASE_OWNER = "app"

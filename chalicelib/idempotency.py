@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from chalicelib import errors
 from chalicelib.settings import Settings
 from chalicelib.store import idempotency as store
-from chalicelib.store.base import now
+from chalicelib.clock import now
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 HEADER = "idempotency-key"

@@ -17,7 +17,7 @@ from chalicelib import errors
 from chalicelib.settings import Settings
 from chalicelib.shapes import Body, Out
 from chalicelib.store import clusters as store
-from chalicelib.store.base import now
+from chalicelib.clock import now
 
 OPERATION_RETENTION = 90 * 86400
 REPORT_ATTEMPTS = 8

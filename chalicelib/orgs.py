@@ -10,7 +10,7 @@ from chalicelib.settings import Settings
 from chalicelib.shapes import Body, DisplayName, Email, ListQuery, Out, Page, Token
 from chalicelib.store import accounts as account_store
 from chalicelib.store import orgs as store
-from chalicelib.store.base import now
+from chalicelib.clock import now
 
 Role = Literal["viewer", "member", "admin", "owner"]
 RANK: dict[str, int] = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}

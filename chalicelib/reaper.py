@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from chalicelib import jobs, lifecycle
 from chalicelib.settings import Settings
 from chalicelib.store import clusters as store
-from chalicelib.store.base import now
+from chalicelib.clock import now
 
 log = logging.getLogger("orochi.reaper")
 

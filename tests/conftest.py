@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -112,10 +113,22 @@ class Stack:
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.clock_file = Path(tempfile.mkdtemp(prefix="orochi-clock-")) / "offset"
+        self._clock_offset = 0.0
         subprocess.run([sys.executable, "-m", "devstack.bootstrap"], cwd=ROOT, env=env, check=True, capture_output=True)
-        self.process = start(["-m", "devstack.api", "--port", str(self.port)], env, self.port)
+        self.process = start(["-m", "devstack.api", "--port", str(self.port), "--clock-file", str(self.clock_file)],
+                             env, self.port)
         self.http = requests.Session()
         self._agents: dict[str, str] = {}
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move this API's clock `seconds` forward (it never goes back): what tests do instead of sleeping."""
+        self._clock_offset += seconds
+        self.clock_file.write_text(str(self._clock_offset))
+
+    def now(self) -> int:
+        """This API's clock, as its records and tokens read it."""
+        return int(time.time() + self._clock_offset)
 
     # --- HTTP ---------------------------------------------------------------------------------------------------
 

@@ -205,3 +205,27 @@ def test_access_token_expires_after_configured_ttl(stack_factory):
     refreshed = short.call("POST", "/v1/auth/refresh", json={"refresh_token": account.refresh_token}).json()
     assert refreshed["expires_in"] == 1  # the session outlives its access tokens
     assert claims_of(refreshed["access_token"])["sid"] == claims["sid"]
+
+
+def test_token_living_longer_than_the_configured_lifetime_is_refused(stack, live):
+    """Signed with the right key, but `exp` a year after `iat`: no token of ours ever lives that long."""
+    now = int(time.time())
+    assert_refused(me(stack, forge({**live, "iat": now, "exp": now + 365 * 86400})))
+    assert_refused(me(stack, forge({**live, "iat": now - 60, "exp": now + 900 - 60 + 1})))
+    assert me(stack, forge({**live, "iat": now - 60, "exp": now + 900 - 60})).status_code == 200
+
+
+def test_token_issued_in_the_future_is_refused(stack, live):
+    now = int(time.time())
+    assert_refused(me(stack, forge({**live, "iat": now + 3600, "exp": now + 3600 + 900})))
+
+
+def test_access_token_expires_on_the_apis_clock(stack_factory):
+    """The API's clock, not the wall clock the token was minted by, decides expiry."""
+    stack = stack_factory()
+    account = stack.register()
+    assert me(stack, account.access_token).status_code == 200
+    stack.advance_clock(900 - 5)
+    assert me(stack, account.access_token).status_code == 200
+    stack.advance_clock(10)
+    assert_refused(me(stack, account.access_token))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -89,10 +88,6 @@ def create_table() -> None:
         TableName=Item.Meta.table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_ttl"},
     )
-
-
-def now() -> int:
-    return int(time.time())
 
 
 _read_ahead: ContextVar[dict[tuple[str, str], dict[str, Any] | None] | None] = ContextVar("read_ahead", default=None)

@@ -12,7 +12,8 @@ from contextlib import AbstractContextManager
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 
 from chalicelib import errors
-from chalicelib.store.base import Item, Transaction, conditional, decode_cursor, encode_cursor, get, now, transaction
+from chalicelib.store.base import Item, Transaction, conditional, decode_cursor, encode_cursor, get, transaction
+from chalicelib.clock import now
 
 OWNER = "owner"
 
