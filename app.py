@@ -10,14 +10,14 @@ from typing import Any
 
 from chalice import Chalice, Rate
 
-from chalicelib import agents, auth, cors, logs, orgs, reaper, web
+from chalicelib import agents, auth, cors, lifecycle, logs, orgs, web
 from chalicelib.routes import ROUTERS
 from chalicelib.settings import get_settings
-from chalicelib.store import base as store
+from chalicelib.store import table
 
 settings = get_settings()
 logs.configure(settings.log_level)
-store.configure(table_name=settings.table_name)
+table.configure(table_name=settings.table_name)
 
 app = Chalice(app_name="orochi-control-plane")
 web.register_authenticator("user", auth.authenticate)
@@ -33,4 +33,4 @@ gc.enable()
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="reaper")
 def reap(event: Any) -> None:
-    reaper.sweep(settings)
+    lifecycle.sweep(settings)

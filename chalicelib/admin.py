@@ -13,7 +13,7 @@ import sys
 from chalicelib import agents, clock
 from chalicelib.errors import AppError
 from chalicelib.settings import Settings, get_settings
-from chalicelib.store import base
+from chalicelib.store import table
 
 AGENT_COLUMNS = ("TOKEN ID", "REGION", "VERSION", "DRIVER", "CLUSTERS", "HEARTBEAT", "STATE")
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = get_settings()
-    base.configure(table_name=settings.table_name)
+    table.configure(table_name=settings.table_name)
     try:
         if args.command == "agent":
             print(agent_table(settings, args.region, at=clock.now()))

@@ -6,15 +6,16 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from chalicelib import catalog, crypto, errors, lifecycle
-from chalicelib.clusters import DATABASE, DATABASE_OWNER
+from chalicelib import catalog, crypto, errors, pages, storage_tiers
+from chalicelib.clock import now
+from chalicelib.clusters import DATABASE, DATABASE_OWNER, database_password
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings
 from chalicelib.shapes import Body, ListQuery, Out, Page
-from chalicelib.store import agents as store
-from chalicelib.store import clusters as cluster_store
-from chalicelib.clock import now
-from chalicelib.store.base import read_ahead
+from chalicelib.storage_tiers import StorageTiersOut
+from chalicelib.store import agent_records, cluster_records, prefetch
+from chalicelib.store.cluster_records import DELETED, Cluster
+from chalicelib.store.table import ConditionFailed
 
 MAX_CLOCK_SKEW = 300
 
@@ -37,20 +38,6 @@ class AgentClusterOut(Out):
     status: str
 
 
-class S3Credentials(Out):
-    endpoint: str
-    bucket: str
-    region: str
-    prefix: str | None = None
-    access_key_id: str
-    secret_access_key: str
-
-
-class DesiredStorageTiers(Out):
-    cold: S3Credentials | None = None
-    frozen: S3Credentials | None = None
-
-
 class DesiredState(Out):
     """Everything the agent applies for one cluster, secrets included (served over TLS to its region only)."""
 
@@ -67,7 +54,7 @@ class DesiredState(Out):
     memory_gb: int
     instances: int
     storage_gb: int
-    storage_tiers: DesiredStorageTiers | None = None
+    storage_tiers: StorageTiersOut | None = None
     ip_allowlist: list[str]
     database: str
     owner: str
@@ -119,30 +106,35 @@ class AgentOut(Out):
     clusters: int | None = None
 
 
-def create_token(settings: Settings, region: str) -> CreatedToken:
-    """A new agent token for `region`; the token is shown here once and stored only as a hash."""
+def _known_region(settings: Settings, region: str) -> None:
     if region not in settings.region_slugs:
         raise errors.Invalid(f"unknown region {region!r}; one of {', '.join(settings.region_slugs)}")
+
+
+def create_token(settings: Settings, region: str) -> CreatedToken:
+    """A new agent token for `region`; the token is shown here once and stored only as a hash."""
+    _known_region(settings, region)
     token_id, secret = crypto.new_id("agt"), crypto.new_secret()
-    store.put_token(store.AgentToken(
-        *store.AgentToken.key(token_id), id=token_id, region=region, token_hash=crypto.token_hash(secret), created_at=now(),
-    ))
+    agent_records.put_token(token_id=token_id, region=region, token_hash=crypto.token_hash(secret), at=now())
     return CreatedToken(id=token_id, region=region, token=f"{token_id}.{secret}")
 
 
 def revoke_token(token_id: str) -> None:
-    store.revoke_token(token_id, at=now())
+    try:
+        agent_records.revoke_token(token_id, at=now())
+    except ConditionFailed:
+        raise errors.NotFound("agent token not found") from None
 
 
 def list_agents(settings: Settings, region: str | None = None) -> list[AgentOut]:
     """The agents of `region`, or of every region of the settings in their order (one Query per region)."""
-    if region is not None and region not in settings.region_slugs:
-        raise errors.Invalid(f"unknown region {region!r}; one of {', '.join(settings.region_slugs)}")
+    if region is not None:
+        _known_region(settings, region)
     return [
         AgentOut(id=t.id, region=t.region, created_at=t.created_at, revoked_at=t.revoked_at, last_seen_at=t.last_seen_at,
                  agent_version=t.agent_version, driver=t.driver, clusters=t.clusters)
         for slug in ((region,) if region is not None else settings.region_slugs)
-        for t in store.tokens_of_region(slug)
+        for t in agent_records.tokens_of_region(slug)
     ]
 
 
@@ -154,9 +146,8 @@ def authenticate(settings: Settings, bearer: str, params: dict[str, str]) -> Pri
     token_id, _, secret = bearer.partition(".")
     if not (token_id.startswith("agt_") and secret):
         raise errors.Unauthorized("the agent token is invalid or revoked")
-    read_ahead([store.AgentToken.key(token_id),
-                *([cluster_store.Cluster.key(params["cluster_id"])] if "cluster_id" in params else [])])
-    token = store.get_token(token_id)
+    prefetch.request_items(agent_token_id=token_id, cluster_id=params.get("cluster_id"))
+    token = agent_records.get_token(token_id)
     if (
         token is None
         or token.revoked_at is not None
@@ -169,68 +160,57 @@ def authenticate(settings: Settings, bearer: str, params: dict[str, str]) -> Pri
 
 def heartbeat(agent: Principal, body: Heartbeat) -> HeartbeatOut:
     at = now()
-    store.record_heartbeat(agent.id, region=agent.region, at=at, agent_version=body.agent_version,
-                           driver=body.driver, clusters=body.clusters)
+    agent_records.record_heartbeat(agent.id, region=agent.region, at=at, agent_version=body.agent_version,
+                                   driver=body.driver, clusters=body.clusters)
     return HeartbeatOut(region=agent.region, server_time=at)
 
 
-def list_clusters(agent: Principal, query: ListQuery) -> Page[AgentClusterOut]:
-    items, cursor = cluster_store.clusters_of_region(agent.region, limit=query.limit, cursor=query.cursor)
+def list_clusters(settings: Settings, agent: Principal, query: ListQuery) -> Page[AgentClusterOut]:
+    items, cursor = pages.listing(
+        settings, query.cursor, name=f"agent-clusters:{agent.region}:{agent.id}",
+        read=lambda start: cluster_records.clusters_of_region(agent.region, limit=query.limit, start=start),
+    )
     return Page[AgentClusterOut](
         items=[AgentClusterOut(id=c.id, org_id=c.org_id, generation=c.generation, status=c.status) for c in items],
         next_cursor=cursor,
     )
 
 
-def _regional(agent: Principal, cluster_id: str) -> cluster_store.Cluster:
-    cluster = cluster_store.get_cluster(cluster_id)
-    if cluster is None or cluster.region != agent.region or cluster.status == "deleted":
+def _regional(agent: Principal, cluster_id: str) -> Cluster:
+    cluster = cluster_records.get_cluster(cluster_id)
+    if cluster is None or cluster.region != agent.region or cluster.status == DELETED:
         raise errors.NotFound("cluster not found")
     return cluster
 
 
 def desired_state(settings: Settings, agent: Principal, cluster_id: str) -> DesiredState:
     cluster = _regional(agent, cluster_id)
-    cipher = crypto.cipher(settings)
-    tiers = None
-    if cluster.storage_tiers:
-        tiers = DesiredStorageTiers(**{
-            tier: S3Credentials(**{**target, "secret_access_key": cipher.decrypt(
-                target["secret_access_key"], context=f"cluster:{cluster.id}:{tier}:secret_access_key")})
-            for tier, target in cluster.storage_tiers.items()
-        })
     size = catalog.SIZES_BY_SLUG[cluster.size]
     return DesiredState(
         id=cluster.id, org_id=cluster.org_id, name=cluster.name, region=cluster.region, generation=cluster.generation,
         deleting=cluster.status == "deleting", postgres_version=cluster.postgres_version,
         image=catalog.image_for(settings, cluster.postgres_version), size=size.slug, vcpu=size.vcpu,
-        memory_gb=size.memory_gb, instances=cluster.instances, storage_gb=cluster.storage_gb, storage_tiers=tiers,
+        memory_gb=size.memory_gb, instances=cluster.instances, storage_gb=cluster.storage_gb,
+        storage_tiers=storage_tiers.revealed(settings, cluster.id, cluster.storage_tiers),
         ip_allowlist=list(cluster.ip_allowlist or []), database=DATABASE, owner=DATABASE_OWNER,
-        password=cipher.decrypt(cluster.db_password, context=f"cluster:{cluster.id}:db_password"),
+        password=database_password(settings, cluster),
     )
-
-
-def report(settings: Settings, agent: Principal, cluster_id: str, body: lifecycle.StatusReport) -> lifecycle.ReportOut:
-    return lifecycle.apply_report(settings, region=agent.region, cluster_id=cluster_id, report=body)
 
 
 def ingest_metrics(settings: Settings, agent: Principal, batch: MetricsBatch) -> MetricsAccepted:
     """Store samples of the region's clusters with a TTL; a sample of any other cluster refuses the batch."""
     at = now()
-    clusters = cluster_store.clusters_by_id([s.cluster_id for s in batch.samples])
+    clusters = cluster_records.clusters_by_id([s.cluster_id for s in batch.samples])
     for index, sample in enumerate(batch.samples):
         cluster = clusters.get(sample.cluster_id)
-        if cluster is None or cluster.region != agent.region or cluster.status == "deleted":
+        if cluster is None or cluster.region != agent.region or cluster.status == DELETED:
             raise errors.NotFound(f"cluster {sample.cluster_id} not found",
                                   details=[{"field": f"samples.{index}.cluster_id", "message": "not a cluster of this region"}])
         if sample.at > at + MAX_CLOCK_SKEW or sample.at < at - settings.metrics_retention:
             raise errors.Invalid("sample time out of range", details=[{
                 "field": f"samples.{index}.at", "message": "must be within the retention window and not in the future"}])
-    cluster_store.put_metrics([
-        cluster_store.MetricsSample(
-            *cluster_store.MetricsSample.key(s.cluster_id, s.at), cluster_id=s.cluster_id, at=s.at,
-            values=s.values.model_dump(exclude_none=True), expires_ttl=s.at + settings.metrics_retention,
-        )
-        for s in batch.samples
-    ])
+    cluster_records.put_metrics(
+        [cluster_records.Sample(s.cluster_id, s.at, s.values.model_dump(exclude_none=True)) for s in batch.samples],
+        retention=settings.metrics_retention,
+    )
     return MetricsAccepted(accepted=len(batch.samples))

@@ -6,15 +6,14 @@ from dataclasses import dataclass
 
 from pydantic import ConfigDict, model_validator
 
-from chalicelib import crypto, errors, orgs, tokens
+from chalicelib import crypto, errors, orgs, retrying, tokens
+from chalicelib.clock import now
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings
 from chalicelib.shapes import Body, DisplayName, Email, Out, Password, Token
-from chalicelib.store import accounts as store
-from chalicelib.store import clusters as cluster_store
-from chalicelib.store import orgs as org_store
-from chalicelib.clock import now
-from chalicelib.store.base import read_ahead
+from chalicelib.store import account_records, org_records, prefetch
+from chalicelib.store.account_records import RefreshToken, Session, User
+from chalicelib.store.table import ConditionFailed
 
 INVALID_LOGIN = "invalid e-mail or password"
 
@@ -70,7 +69,7 @@ def _policy(settings: Settings) -> crypto.PasswordPolicy:
     )
 
 
-def user_out(user: store.User) -> UserOut:
+def user_out(user: User) -> UserOut:
     return UserOut(id=user.id, email=user.email, name=user.name, created_at=user.created_at)
 
 
@@ -78,22 +77,27 @@ def register(settings: Settings, body: RegisterRequest) -> TokenResponse:
     """Create the user with their own organization, or with the membership their invitation offers."""
     at = now()
     invitation = orgs.redeemable_invitation(body.invitation_token, email=body.email) if body.invitation_token else None
-    user = store.new_user(
+    user = account_records.new_user(
         user_id=crypto.new_id("usr"), email=body.email, name=body.name,
         password_hash=_policy(settings).hash(body.password), at=at,
     )
     if invitation is not None:
-        org = org_store.get_org(invitation.org_id)
+        org = org_records.get_org(invitation.org_id)
         role = invitation.role
     else:
-        org = org_store.new_org(org_id=crypto.new_id("org"), name=body.organization_name or "", at=at)
-        role = org_store.OWNER
+        org = org_records.new_org(org_id=crypto.new_id("org"), name=body.organization_name or "", at=at)
+        role = org_records.OWNER
     if org is None:
         raise errors.NotFound("organization not found")
-    member = org_store.new_member(org_id=org.id, user_id=user.id, email=user.email, name=user.name, role=role, at=at)
+    member = org_records.new_member(org_id=org.id, user_id=user.id, email=user.email, name=user.name, role=role, at=at)
     opened = _open_session(settings, user, at=at)
-    store.create_account(user=user, member=member, session=opened.session, refresh=opened.refresh,
-                         org=None if invitation else org, invitation=invitation)
+    try:
+        account_records.create_account(user=user, member=member, session=opened.session, refresh=opened.refresh,
+                                       org=None if invitation else org, invitation=invitation)
+    except ConditionFailed as e:
+        if "email" in e.labels:
+            raise errors.Conflict("an account with this e-mail already exists") from e
+        raise errors.Conflict("the invitation was already used or revoked") from e
     return opened.tokens(settings, user, organization=orgs.organization_out(org, role))
 
 
@@ -101,11 +105,14 @@ def login(settings: Settings, body: LoginRequest) -> TokenResponse:
     """One answer for an unknown e-mail and a wrong password; too many failures lock the account a while."""
     at = now()
     window = settings.login_failure_window
-    locked_since = store.claim_login_attempt(body.email, at=at, window=window, limit=settings.login_max_failures)
+    locked_since = retrying.until_won(
+        lambda: account_records.count_login_attempt(body.email, at=at, window=window, limit=settings.login_max_failures),
+        what="the login attempts of this e-mail",
+    )
     if locked_since is not None:
         raise errors.RateLimited("too many failed logins; try again later", retry_after=locked_since + window - at)
     policy = _policy(settings)
-    user = store.find_user_by_email(body.email)
+    user = account_records.find_user_by_email(body.email)
     if user is None:
         policy.hash(body.password)  # spend the same time as a real check
         verified = False
@@ -114,9 +121,9 @@ def login(settings: Settings, body: LoginRequest) -> TokenResponse:
     if user is None or not verified:
         raise errors.Unauthorized(INVALID_LOGIN)  # the attempt was counted before the check
     if policy.needs_rehash(user.password_hash):
-        store.update_password_hash(user, policy.hash(body.password))
+        account_records.update_password_hash(user, policy.hash(body.password))
     opened = _open_session(settings, user, at=now())
-    store.create_session(opened.session, opened.refresh, clear_login_attempts_of=body.email)
+    account_records.create_session(opened.session, opened.refresh, clear_login_attempts_of=body.email)
     return opened.tokens(settings, user)
 
 
@@ -124,35 +131,31 @@ def login(settings: Settings, body: LoginRequest) -> TokenResponse:
 class _OpenedSession:
     """A new login session and its first refresh token, not yet stored."""
 
-    session: store.Session
-    refresh: store.RefreshToken
+    session: Session
+    refresh: RefreshToken
     refresh_token: str
     at: int
 
-    def tokens(self, settings: Settings, user: store.User, *, organization: orgs.OrganizationOut | None = None) -> TokenResponse:
+    def tokens(self, settings: Settings, user: User, *, organization: orgs.OrganizationOut | None = None) -> TokenResponse:
         return _token_response(settings, user, self.session.id, self.refresh_token, self.at, organization)
 
 
-def _open_session(settings: Settings, user: store.User, *, at: int) -> _OpenedSession:
+def _open_session(settings: Settings, user: User, *, at: int) -> _OpenedSession:
     session_id, expires_at = crypto.new_id("ses"), at + settings.refresh_absolute_ttl
-    session = store.Session(
-        *store.Session.key(session_id), id=session_id, user_id=user.id, created_at=at, last_used_at=at,
-        expires_at=expires_at, expires_ttl=expires_at,
-    )
+    session = account_records.new_session(session_id=session_id, user_id=user.id, at=at, expires_at=expires_at)
     refresh_token, refresh = _new_refresh_token(session_id=session_id, user_id=user.id, expires_at=expires_at)
     return _OpenedSession(session=session, refresh=refresh, refresh_token=refresh_token, at=at)
 
 
-def _new_refresh_token(*, session_id: str, user_id: str, expires_at: int) -> tuple[str, store.RefreshToken]:
+def _new_refresh_token(*, session_id: str, user_id: str, expires_at: int) -> tuple[str, RefreshToken]:
     token = crypto.new_secret()
-    record = store.RefreshToken(
-        *store.RefreshToken.key(crypto.token_hash(token)), session_id=session_id, user_id=user_id, expires_ttl=expires_at
-    )
+    record = account_records.new_refresh_token(digest=crypto.token_hash(token), session_id=session_id, user_id=user_id,
+                                               expires_at=expires_at)
     return token, record
 
 
 def _token_response(
-    settings: Settings, user: store.User, session_id: str, refresh_token: str, at: int,
+    settings: Settings, user: User, session_id: str, refresh_token: str, at: int,
     organization: orgs.OrganizationOut | None = None,
 ) -> TokenResponse:
     return TokenResponse(
@@ -167,33 +170,35 @@ def _token_response(
 def refresh(settings: Settings, body: RefreshRequest) -> TokenResponse:
     """Rotate the refresh token. Presenting a spent one revokes its whole session."""
     at = now()
-    used = store.get_refresh_token(crypto.token_hash(body.refresh_token))
+    used = account_records.get_refresh_token(crypto.token_hash(body.refresh_token))
     if used is None:
         raise errors.Unauthorized("the refresh token is invalid")
     if used.used_at is not None:
-        store.revoke_session(used.session_id, at=at)
+        account_records.revoke_session(used.session_id, at=at)
         raise errors.Unauthorized("the refresh token was already used; the session has been revoked")
-    session = store.get_session(used.session_id)
+    session = account_records.get_session(used.session_id)
     if session is None:
         raise errors.Unauthorized("the session has ended")
     token, issued = _new_refresh_token(session_id=session.id, user_id=used.user_id, expires_at=session.expires_at)
     try:
-        store.rotate_refresh_token(used=used, issued=issued, at=at, idle_cutoff=at - settings.refresh_idle_ttl)
-    except errors.Conflict:
-        store.revoke_session(used.session_id, at=at)
+        account_records.rotate_refresh_token(used=used, issued=issued, at=at, idle_cutoff=at - settings.refresh_idle_ttl)
+    except ConditionFailed as e:
+        if "unused" not in e.labels:
+            raise errors.Unauthorized("session expired") from e
+        account_records.revoke_session(used.session_id, at=at)
         raise errors.Unauthorized("the refresh token was already used; the session has been revoked") from None
-    user = store.get_user(used.user_id)
+    user = account_records.get_user(used.user_id)
     if user is None:
         raise errors.Unauthorized("the account no longer exists")
     return _token_response(settings, user, session.id, token, at)
 
 
 def logout(principal: Principal) -> None:
-    store.revoke_session(principal.session_id, at=now())
+    account_records.revoke_session(principal.session_id, at=now())
 
 
 def me(principal: Principal) -> UserOut:
-    user = store.get_user(principal.id)
+    user = account_records.get_user(principal.id)
     if user is None:
         raise errors.Unauthorized("the account no longer exists")
     return user_out(user)
@@ -206,13 +211,9 @@ def authenticate(settings: Settings, bearer: str, params: dict[str, str]) -> Pri
     organization route authorizes against it) and the cluster `cluster_id`.
     """
     claims = tokens.decode_access_token(settings, bearer)
-    keys = [store.Session.key(claims.session_id)]
-    if "org_id" in params:
-        keys.append(org_store.Member.key(params["org_id"], claims.user_id))
-    if "cluster_id" in params:
-        keys.append(cluster_store.Cluster.key(params["cluster_id"]))
-    read_ahead(keys)
-    session = store.get_session(claims.session_id)
+    prefetch.request_items(session_id=claims.session_id, cluster_id=params.get("cluster_id"),
+                           member=(params["org_id"], claims.user_id) if "org_id" in params else None)
+    session = account_records.get_session(claims.session_id)
     if (
         session is None
         or session.user_id != claims.user_id

@@ -5,24 +5,23 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
-from pydantic import AfterValidator, Field, SecretStr, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
-from chalicelib import catalog, crypto, errors, jobs, lifecycle
+from chalicelib import catalog, crypto, errors, lifecycle, pages, storage_tiers
+from chalicelib.clock import now
 from chalicelib.orgs import require
 from chalicelib.settings import Settings
-from chalicelib.shapes import Body, ListQuery, Out, Page
-from chalicelib.store import clusters as store
-from chalicelib.store.orgs import Member
-from chalicelib.clock import now
+from chalicelib.shapes import Body, ListQuery, Out, Page, Query
+from chalicelib.storage_tiers import StorageTiers, StorageTiersOut
+from chalicelib.store import cluster_records
+from chalicelib.store.cluster_records import Cluster, Operation
+from chalicelib.store.org_records import Member
 
 DATABASE = "app"
 DATABASE_OWNER = "app"
-MASK = "********"
-MUTATION_ATTEMPTS = 8
 Status = Literal["pending", "provisioning", "running", "updating", "degraded", "deleting", "deleted", "failed"]
 
 
@@ -37,22 +36,6 @@ ClusterName = Annotated[str, StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,38}[
 Cidr = Annotated[str, StringConstraints(max_length=43), AfterValidator(_network)]
 Instances = Annotated[int, Field(ge=catalog.INSTANCES_MIN, le=catalog.INSTANCES_MAX)]
 StorageGb = Annotated[int, Field(ge=1)]
-
-
-class S3Target(Body):
-    """A customer's own S3-compatible bucket."""
-
-    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s]*)?$", max_length=512)]
-    bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
-    region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
-    prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!_.*'()/-]{0,256}$")] | None = None
-    access_key_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")]
-    secret_access_key: Annotated[SecretStr, Field(min_length=1, max_length=256)]
-
-
-class StorageTiers(Body):
-    cold: S3Target | None = None
-    frozen: S3Target | None = None
 
 
 class AutoscalingPolicy(Body):
@@ -153,22 +136,11 @@ class ClusterListQuery(ListQuery):
     status: Status | None = None
 
 
-class MetricsQuery(ListQuery):
+class MetricsQuery(Query):
+    """The newest `limit` samples of the window (not paged: ask for a shorter window to see older ones)."""
+
+    limit: int = Field(default=50, ge=1, le=100)
     window_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
-
-
-class S3TargetOut(Out):
-    endpoint: str
-    bucket: str
-    region: str
-    prefix: str | None = None
-    access_key_id: str
-    secret_access_key: str = MASK
-
-
-class StorageTiersOut(Out):
-    cold: S3TargetOut | None = None
-    frozen: S3TargetOut | None = None
 
 
 class EndpointOut(Out):
@@ -230,27 +202,12 @@ class MetricsSampleOut(Out):
     values: dict[str, int | float]
 
 
-@dataclass(frozen=True)
-class Mutation:
-    cluster: store.Cluster
-    operation: store.Operation
-
-    def out(self) -> MutationOut:
-        return MutationOut(cluster=cluster_out(self.cluster), operation=operation_out(self.operation))
+def mutation_out(change: lifecycle.Change) -> MutationOut:
+    return MutationOut(cluster=cluster_out(change.cluster), operation=operation_out(change.operation))
 
 
-def etag(cluster: store.Cluster) -> str:
-    return f'"{cluster.version}"'
-
-
-def cluster_out(cluster: store.Cluster) -> ClusterOut:
+def cluster_out(cluster: Cluster) -> ClusterOut:
     endpoint = EndpointOut(host=cluster.endpoint_host, port=cluster.endpoint_port) if cluster.endpoint_host else None
-    tiers = None
-    if cluster.storage_tiers:
-        tiers = StorageTiersOut(**{
-            tier: S3TargetOut(**{k: v for k, v in target.items() if k != "secret_access_key"})
-            for tier, target in cluster.storage_tiers.items()
-        })
     return ClusterOut(
         id=cluster.id, org_id=cluster.org_id, name=cluster.name, region=cluster.region,
         postgres_version=cluster.postgres_version, size=cluster.size, instances=cluster.instances,
@@ -258,12 +215,12 @@ def cluster_out(cluster: store.Cluster) -> ClusterOut:
         generation=cluster.generation, observed_generation=cluster.observed_generation,
         ready_instances=cluster.ready_instances, endpoint=endpoint,
         autoscaling=AutoscalingPolicy.model_validate(cluster.autoscaling) if cluster.autoscaling else None,
-        storage_tiers=tiers, ip_allowlist=list(cluster.ip_allowlist or []),
+        storage_tiers=storage_tiers.masked(cluster.storage_tiers), ip_allowlist=list(cluster.ip_allowlist or []),
         deletion_protection=cluster.deletion_protection, created_at=cluster.created_at, updated_at=cluster.updated_at,
     )
 
 
-def operation_out(operation: store.Operation) -> OperationOut:
+def operation_out(operation: Operation) -> OperationOut:
     return OperationOut(
         id=operation.id, cluster_id=operation.cluster_id, kind=operation.kind, status=operation.status,  # type: ignore[arg-type]
         actor=operation.actor, generation=operation.generation, error=operation.error,
@@ -271,106 +228,67 @@ def operation_out(operation: store.Operation) -> OperationOut:
     )
 
 
-def seal_tiers(settings: Settings, cluster_id: str, tiers: StorageTiers | None) -> dict[str, Any] | None:
-    """The stored form of storage tiers: secret keys encrypted, bound to the cluster and tier."""
-    if tiers is None:
-        return None
-    cipher = crypto.cipher(settings)
-    sealed = {}
-    for tier in ("cold", "frozen"):
-        target: S3Target | None = getattr(tiers, tier)
-        if target is not None:
-            fields = target.model_dump(exclude={"secret_access_key"}, exclude_none=True)
-            fields["secret_access_key"] = cipher.encrypt(
-                target.secret_access_key.get_secret_value(), context=f"cluster:{cluster_id}:{tier}:secret_access_key"
-            )
-            sealed[tier] = fields
-    return sealed or None
+def _password_context(cluster_id: str) -> str:
+    return f"cluster:{cluster_id}:db_password"
+
+
+def database_password(settings: Settings, cluster: Cluster) -> str:
+    """The cluster's database password, decrypted (for its admins' credentials and its agent)."""
+    return crypto.cipher(settings).decrypt(cluster.db_password, context=_password_context(cluster.id))
 
 
 def _actor(member: Member) -> str:
     return f"user:{member.user_id}"
 
 
-def create(settings: Settings, member: Member, body: ClusterCreate) -> Mutation:
-    org_id = member.org_id
+def create(settings: Settings, member: Member, body: ClusterCreate) -> lifecycle.Change:
     at, cluster_id = now(), crypto.new_id("cls")
-    cluster = store.Cluster(
-        *store.Cluster.key(cluster_id), id=cluster_id, org_id=org_id, name=body.name, region=body.region,
+    cluster = cluster_records.new_cluster(
+        cluster_id, org_id=member.org_id, name=body.name, region=body.region,
         postgres_version=body.postgres_version, size=body.size, instances=body.instances, storage_gb=body.storage_gb,
-        storage_tiers=seal_tiers(settings, cluster_id, body.storage_tiers),
+        storage_tiers=storage_tiers.seal(settings, cluster_id, body.storage_tiers),
         autoscaling=body.autoscaling.model_dump() if body.autoscaling else None,
         ip_allowlist=body.ip_allowlist, deletion_protection=body.deletion_protection,
-        db_password=crypto.cipher(settings).encrypt(secrets.token_urlsafe(32), context=f"cluster:{cluster_id}:db_password"),
-        status="pending", generation=0, observed_generation=0, ready_instances=0, open_operations={},
-        version=0, created_at=at, updated_at=at,
+        db_password=crypto.cipher(settings).encrypt(secrets.token_urlsafe(32), context=_password_context(cluster_id)),
+        created_at=at,
     )
     _check_autoscaling(cluster)
-    cluster.index_live()
-    operation = lifecycle.begin_change(settings, cluster, kind="create", actor=_actor(member), at=at)
-    store.create(cluster=cluster, operation=operation, quota=settings.org_cluster_quota)
-    _enqueue(settings, cluster, at)
-    return Mutation(cluster, operation)
+    return lifecycle.create(settings, cluster, actor=_actor(member))
 
 
-def _enqueue(settings: Settings, cluster: store.Cluster, at: int) -> None:
-    jobs.enqueue(settings, jobs.ReconcileJob(
-        cluster_id=cluster.id, org_id=cluster.org_id, region=cluster.region, generation=cluster.generation, enqueued_at=at,
-    ))
-
-
-def load(org_id: str, cluster_id: str) -> store.Cluster:
+def load(org_id: str, cluster_id: str) -> Cluster:
     """The organization's live cluster; NotFound for other organizations' clusters and tombstones."""
-    cluster = store.get_cluster(cluster_id)
-    if cluster is None or cluster.org_id != org_id or cluster.status == "deleted":
+    cluster = cluster_records.get_cluster(cluster_id)
+    if cluster is None or cluster.org_id != org_id or cluster.status == cluster_records.DELETED:
         raise errors.NotFound("cluster not found")
     return cluster
 
 
-def get(member: Member, cluster_id: str) -> store.Cluster:
+def get(member: Member, cluster_id: str) -> Cluster:
     return load(member.org_id, cluster_id)
 
 
-def list_clusters(member: Member, query: ClusterListQuery) -> Page[ClusterOut]:
-    items, cursor = store.clusters_of_org(member.org_id, limit=query.limit, cursor=query.cursor, status=query.status)
+def list_clusters(settings: Settings, member: Member, query: ClusterListQuery) -> Page[ClusterOut]:
+    items, cursor = pages.listing(
+        settings, query.cursor, name=f"clusters:{member.org_id}:{member.user_id}:{query.status or ''}",
+        read=lambda start: cluster_records.clusters_of_org(member.org_id, limit=query.limit, start=start,
+                                                           status=query.status),
+    )
     return Page[ClusterOut](items=[cluster_out(c) for c in items], next_cursor=cursor)
 
 
-def mutate(
-    settings: Settings, org_id: str, cluster_id: str, *,
-    kind: str, change: Callable[[store.Cluster], str | None], if_match: str | None, actor: str,
-) -> Mutation:
-    """Apply `change` to the latest record as one conditional write that bumps the generation, then enqueue.
-
-    `change` edits the cluster in place (raising a domain error to refuse) and returns the previous name
-    when it renamed the cluster. Without If-Match a concurrent write is retried on the fresh record.
-    """
-    for _ in range(MUTATION_ATTEMPTS):
-        cluster = load(org_id, cluster_id)
-        if if_match is not None and if_match.strip() not in ("*", etag(cluster), f"W/{etag(cluster)}"):
-            raise errors.PreconditionFailed("the cluster changed since you read it (ETag mismatch)")
-        if cluster.status == "deleting":
-            raise errors.Conflict("the cluster is being deleted")
-        expected, at = cluster.version, now()
-        renamed_from = change(cluster)
-        operation = lifecycle.begin_change(settings, cluster, kind=kind, actor=actor, at=at)
-        try:
-            store.save(cluster, expected_version=expected, new_operations=(operation,), renamed_from=renamed_from, at=at)
-        except store.VersionConflict:
-            if if_match is not None:
-                raise errors.PreconditionFailed("the cluster changed since you read it (ETag mismatch)") from None
-            continue
-        _enqueue(settings, cluster, at)
-        return Mutation(cluster, operation)
-    raise errors.Conflict("the cluster is being changed concurrently; retry")
+def _change(settings: Settings, member: Member, cluster_id: str, *, kind: str, edit: Callable[[Cluster], str | None],
+            if_match: str | None) -> lifecycle.Change:
+    return lifecycle.change(settings, lambda: load(member.org_id, cluster_id), kind=kind, edit=edit,
+                            if_match=if_match, actor=_actor(member))
 
 
-def update(settings: Settings, member: Member, cluster_id: str, body: ClusterPatch, if_match: str | None) -> Mutation:
+def update(settings: Settings, member: Member, cluster_id: str, body: ClusterPatch, if_match: str | None) -> lifecycle.Change:
     given = body.model_fields_set
     if "deletion_protection" in given and body.deletion_protection is False:
         require(member, "clusters:delete")
 
-    def change(cluster: store.Cluster) -> str | None:
+    def edit(cluster: Cluster) -> str | None:
         previous = cluster.name
         if "name" in given and body.name is not None:
             cluster.name = body.name
@@ -380,16 +298,15 @@ def update(settings: Settings, member: Member, cluster_id: str, body: ClusterPat
             cluster.autoscaling = body.autoscaling.model_dump() if body.autoscaling else None
             _check_autoscaling(cluster)
         if "storage_tiers" in given:
-            cluster.storage_tiers = seal_tiers(settings, cluster.id, body.storage_tiers)
+            cluster.storage_tiers = storage_tiers.seal(settings, cluster.id, body.storage_tiers)
         if "deletion_protection" in given and body.deletion_protection is not None:
             cluster.deletion_protection = body.deletion_protection
         return previous if cluster.name != previous else None
 
-    return mutate(settings, member.org_id, cluster_id, kind="update", change=change, if_match=if_match,
-                  actor=_actor(member))
+    return _change(settings, member, cluster_id, kind="update", edit=edit, if_match=if_match)
 
 
-def _check_autoscaling(cluster: store.Cluster) -> None:
+def _check_autoscaling(cluster: Cluster) -> None:
     """Storage may never exceed what the autoscaling policy allows it to grow to."""
     policy = cluster.autoscaling
     if policy and policy.get("max_storage_gb") is not None and policy["max_storage_gb"] < cluster.storage_gb:
@@ -399,8 +316,8 @@ def _check_autoscaling(cluster: store.Cluster) -> None:
         )
 
 
-def scale(settings: Settings, member: Member, cluster_id: str, body: ScaleRequest, if_match: str | None) -> Mutation:
-    def change(cluster: store.Cluster) -> None:
+def scale(settings: Settings, member: Member, cluster_id: str, body: ScaleRequest, if_match: str | None) -> lifecycle.Change:
+    def edit(cluster: Cluster) -> None:
         if body.storage_gb is not None:
             if body.storage_gb < cluster.storage_gb:
                 raise errors.Unprocessable(
@@ -422,29 +339,30 @@ def scale(settings: Settings, member: Member, cluster_id: str, body: ScaleReques
         _check_autoscaling(cluster)
         return None
 
-    return mutate(settings, member.org_id, cluster_id, kind="scale", change=change, if_match=if_match,
-                  actor=_actor(member))
+    return _change(settings, member, cluster_id, kind="scale", edit=edit, if_match=if_match)
 
 
-def delete(settings: Settings, member: Member, cluster_id: str, if_match: str | None) -> Mutation:
-    def change(cluster: store.Cluster) -> None:
+def delete(settings: Settings, member: Member, cluster_id: str, if_match: str | None) -> lifecycle.Change:
+    def edit(cluster: Cluster) -> None:
         if cluster.deletion_protection:
             raise errors.Conflict("deletion protection is on; turn it off with PATCH first")
         return None
 
-    return mutate(settings, member.org_id, cluster_id, kind="delete", change=change, if_match=if_match,
-                  actor=_actor(member))
+    return _change(settings, member, cluster_id, kind="delete", edit=edit, if_match=if_match)
 
 
-def list_operations(member: Member, cluster_id: str, query: ListQuery) -> Page[OperationOut]:
+def list_operations(settings: Settings, member: Member, cluster_id: str, query: ListQuery) -> Page[OperationOut]:
     load(member.org_id, cluster_id)
-    items, cursor = store.operations_of(cluster_id, limit=query.limit, cursor=query.cursor)
+    items, cursor = pages.listing(
+        settings, query.cursor, name=f"operations:{cluster_id}:{member.user_id}",
+        read=lambda start: cluster_records.operations_of(cluster_id, limit=query.limit, start=start),
+    )
     return Page[OperationOut](items=[operation_out(op) for op in items], next_cursor=cursor)
 
 
 def get_operation(member: Member, cluster_id: str, operation_id: str) -> OperationOut:
     load(member.org_id, cluster_id)
-    operation = store.get_operation(cluster_id, operation_id)
+    operation = cluster_records.get_operation(cluster_id, operation_id)
     if operation is None:
         raise errors.NotFound("operation not found")
     return operation_out(operation)
@@ -456,12 +374,9 @@ def credentials(settings: Settings, member: Member, cluster_id: str, *,
     cluster = load(member.org_id, cluster_id)
     if not cluster.endpoint_host or not cluster.endpoint_port:
         raise errors.Conflict("the cluster has no endpoint yet; try again when it is running")
-    password = crypto.cipher(settings).decrypt(cluster.db_password, context=f"cluster:{cluster.id}:db_password")
-    at = now()
-    store.record_audit(store.AuditEntry(
-        f"CLUSTER#{cluster.id}", f"AUDIT#{at:010d}#{crypto.new_id('aud')}", cluster_id=cluster.id,
-        action="credentials.read", actor=_actor(member), request_id=request_id, source_ip=source_ip or None, at=at,
-    ))
+    password = database_password(settings, cluster)
+    cluster_records.record_audit(cluster_id=cluster.id, entry_id=crypto.new_id("aud"), action="credentials.read",
+                                 actor=_actor(member), request_id=request_id, source_ip=source_ip or None, at=now())
     host, port = cluster.endpoint_host, int(cluster.endpoint_port)
     return CredentialsOut(
         host=host, port=port, database=DATABASE, username=DATABASE_OWNER, password=password,
@@ -471,5 +386,5 @@ def credentials(settings: Settings, member: Member, cluster_id: str, *,
 
 def metrics(member: Member, cluster_id: str, query: MetricsQuery) -> Page[MetricsSampleOut]:
     load(member.org_id, cluster_id)
-    samples = store.metrics_of(cluster_id, since=now() - query.window_seconds, limit=query.limit)
+    samples = cluster_records.metrics_of(cluster_id, since=now() - query.window_seconds, limit=query.limit)
     return Page[MetricsSampleOut](items=[MetricsSampleOut(at=s.at, values=s.values) for s in samples])

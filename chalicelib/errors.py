@@ -20,6 +20,10 @@ class Invalid(AppError):
     code = "validation_error"
 
 
+class InvalidCursor(Invalid):
+    code = "invalid_cursor"
+
+
 class Unauthorized(AppError):
     status = 401
     code = "unauthorized"

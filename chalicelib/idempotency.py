@@ -1,17 +1,23 @@
-"""`Idempotency-Key` on POSTs: the same key and body within the TTL replay the first answer, once."""
+"""`Idempotency-Key` on POSTs: the same key and body within the TTL replay the first answer, once.
+
+A retry while the first request is still running is 409; a first request that died with its function
+(a Lambda killed at its timeout) holds the key only until FUNCTION_TIMEOUT_SECONDS have passed, as
+Powertools' idempotency does with its in-progress expiry, and the next retry then runs afresh.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chalicelib import errors
-from chalicelib.settings import Settings
-from chalicelib.store import idempotency as store
+from chalicelib import errors, retrying
 from chalicelib.clock import now
+from chalicelib.settings import Settings
+from chalicelib.store import idempotency_records
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 HEADER = "idempotency-key"
@@ -41,18 +47,23 @@ def run(settings: Settings, *, scope: str, key: str, request_fingerprint: str, e
     if not _KEY.match(key):
         raise errors.Invalid("Idempotency-Key must be 1-255 visible ASCII characters",
                              details=[{"field": "Idempotency-Key", "message": "invalid"}])
-    existing = store.claim(scope, key, fingerprint=request_fingerprint, at=now(), ttl=settings.idempotency_ttl)
+    holder = secrets.token_hex(8)
+    existing = retrying.until_won(lambda: idempotency_records.claim(
+        scope, key, holder=holder, fingerprint=request_fingerprint, at=now(), ttl=settings.idempotency_ttl,
+        in_progress_for=settings.function_timeout,
+    ), what="this Idempotency-Key")
     if existing is not None:
         if existing.fingerprint != request_fingerprint:
             raise errors.Unprocessable("this Idempotency-Key was used with a different request")
-        if existing.state != store.DONE:
+        if existing.state != idempotency_records.DONE:
             raise errors.Conflict("a request with this Idempotency-Key is still in progress")
         return Answer(status=int(existing.response_status), body=existing.response_body or "",
                       headers=dict(existing.response_headers or {}), replayed=True)
     try:
         answer = execute()
     except BaseException:
-        store.release(scope, key)
+        idempotency_records.release(scope, key, holder=holder)
         raise
-    store.complete(scope, key, status=answer.status, body=answer.body, headers=answer.headers)
+    idempotency_records.complete(scope, key, holder=holder, status=answer.status, body=answer.body,
+                                 headers=answer.headers)
     return answer

@@ -49,6 +49,7 @@ class Settings:
     org_cluster_quota: int
     job_queue_url_template: str
     idempotency_ttl: int
+    function_timeout: int
     reconcile_stale_after: int
     operation_deadline: int
     metrics_retention: int
@@ -82,6 +83,7 @@ class Settings:
             org_cluster_quota=reader.integer("ORG_CLUSTER_QUOTA", 10, minimum=0),
             job_queue_url_template=reader.queue_url_template("JOB_QUEUE_URL_TEMPLATE"),
             idempotency_ttl=reader.seconds("IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
+            function_timeout=reader.seconds("FUNCTION_TIMEOUT_SECONDS", 30),
             reconcile_stale_after=reader.seconds("RECONCILE_STALE_AFTER_SECONDS", 5 * 60),
             operation_deadline=reader.seconds("OPERATION_DEADLINE_SECONDS", 60 * 60),
             metrics_retention=reader.seconds("METRICS_RETENTION_SECONDS", 7 * 86400),

@@ -31,9 +31,13 @@ class Out(BaseModel):
     """A response body."""
 
 
-class ListQuery(BaseModel):
+class Query(BaseModel):
+    """A query string: unknown parameters are errors; values arrive as strings and are coerced."""
+
     model_config = ConfigDict(extra="forbid")
 
+
+class ListQuery(Query):
     limit: int = Field(default=50, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=2048)
 

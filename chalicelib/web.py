@@ -23,10 +23,10 @@ from pydantic import BaseModel, ValidationError
 from chalicelib import errors, idempotency
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings, get_settings
-from chalicelib.store.base import request_scope
+from chalicelib.store.table import request_scope
 
 if TYPE_CHECKING:
-    from chalicelib.store.orgs import Member
+    from chalicelib.store.org_records import Member
 
 log = logging.getLogger("orochi.web")
 

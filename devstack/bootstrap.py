@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from chalicelib import jobs
 from chalicelib.settings import get_settings
-from chalicelib.store import base
+from chalicelib.store import table
 
 
 def main() -> None:
     settings = get_settings()
-    base.configure(table_name=settings.table_name)
-    base.create_table()
+    table.configure(table_name=settings.table_name)
+    table.create_table()
     jobs.create_queues(settings)
 
 

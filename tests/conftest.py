@@ -70,6 +70,11 @@ def aws_client(env: dict[str, str], service: str) -> Any:
     )
 
 
+def raw_key(key: tuple[str, str]) -> dict[str, Any]:
+    """A key of `chalicelib.store.keys` as a DynamoDB request spells it."""
+    return {"pk": {"S": key[0]}, "sk": {"S": key[1]}}
+
+
 def clusters_path(org_id: str) -> str:
     return f"/v1/orgs/{org_id}/clusters"
 
@@ -274,10 +279,10 @@ class Stack:
         pages = self.dynamodb().get_paginator("scan").paginate(TableName=self.env["TABLE_NAME"], ConsistentRead=True)
         return [item for page in pages for item in page["Items"]]
 
-    def raw_item(self, pk: str, sk: str) -> dict[str, Any] | None:
-        """One item as DynamoDB stores it (`{"attribute": {"S": ...}}`), read consistently; None if there is none."""
-        key = {"pk": {"S": pk}, "sk": {"S": sk}}
-        return self.dynamodb().get_item(TableName=self.env["TABLE_NAME"], Key=key, ConsistentRead=True).get("Item")
+    def raw_item(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        """The item at `key` (from `chalicelib.store.keys`) as DynamoDB stores it (`{"attribute": {"S": ...}}`),
+        read consistently; None if there is none."""
+        return self.dynamodb().get_item(TableName=self.env["TABLE_NAME"], Key=raw_key(key), ConsistentRead=True).get("Item")
 
     def close(self) -> None:
         self.http.close()

@@ -7,7 +7,8 @@ import re
 import time
 from typing import Any
 
-from conftest import Account, Stack, cluster_path, clusters_path
+from chalicelib.store import keys
+from conftest import Account, Stack, cluster_path, clusters_path, raw_key
 
 RETENTION_DEFAULT = 7 * 86400
 
@@ -32,7 +33,7 @@ def test_agent_token_is_printed_once_and_stored_only_as_a_hash(stack: Stack) -> 
     secret = token.partition(".")[2]
     assert token_id.startswith("agt_") and token.startswith(f"{token_id}.") and len(secret) >= 32
 
-    item = stack.raw_item(f"AGENT#{token_id}", "AGENT")
+    item = stack.raw_item(keys.agent_token(token_id))
     assert item is not None and item["region"]["S"] == "nyc1"
     stored = repr(item)
     assert secret not in stored and token not in stored
@@ -78,7 +79,7 @@ def test_heartbeat_answers_the_token_region_and_records_the_agent(stack: Stack) 
     assert body["region"] == "ams3"
     assert abs(body["server_time"] - time.time()) < 10
 
-    item = stack.raw_item(f"AGENT#{token_id}", "AGENT")
+    item = stack.raw_item(keys.agent_token(token_id))
     assert item is not None
     assert item["agent_version"]["S"] == "0.9.1" and int(item["last_seen_at"]["N"]) == body["server_time"]
 
@@ -194,7 +195,7 @@ def test_metrics_batch_is_stored_with_a_retention_ttl_and_shown_to_users(stack: 
     assert response.json() == {"accepted": 2}
 
     for sample in samples:
-        item = stack.raw_item(f"METRICS#{cluster['id']}", f"{sample['at']:010d}")
+        item = stack.raw_item(keys.metrics_sample(cluster["id"], sample["at"]))
         assert item is not None
         assert int(item["expires_ttl"]["N"]) == sample["at"] + RETENTION_DEFAULT
 
@@ -227,7 +228,7 @@ def test_metrics_values_out_of_range_are_refused_naming_the_field(stack: Stack, 
             {"cluster_id": cluster["id"], "at": at, "values": values}]})
         assert response.status_code == 400, (values, response.text)
         assert [d["field"] for d in response.json()["error"]["details"]] == [f"samples.0.values.{field}"]
-    assert stack.raw_item(f"METRICS#{cluster['id']}", f"{at:010d}") is None
+    assert stack.raw_item(keys.metrics_sample(cluster["id"], at)) is None
 
 
 def test_metrics_batch_naming_another_region_cluster_stores_nothing(stack: Stack, owner: Account) -> None:
@@ -241,8 +242,8 @@ def test_metrics_batch_naming_another_region_cluster_stores_nothing(stack: Stack
     assert response.status_code == 404, response.text
     assert response.json()["error"]["details"][0]["field"] == "samples.1.cluster_id"
 
-    assert stack.raw_item(f"METRICS#{mine['id']}", f"{at:010d}") is None
-    assert stack.raw_item(f"METRICS#{foreign['id']}", f"{at:010d}") is None
+    assert stack.raw_item(keys.metrics_sample(mine["id"], at)) is None
+    assert stack.raw_item(keys.metrics_sample(foreign["id"], at)) is None
     for cluster in (mine, foreign):
         shown = stack.call("GET", cluster_path(owner.org_id, cluster["id"]) + "/metrics", token=owner.access_token)
         assert shown.json()["items"] == []
@@ -254,7 +255,7 @@ def test_metrics_sample_outside_the_retention_window_is_refused(stack: Stack, ow
         response = stack.call("POST", "/v1/agent/metrics", token=stack.agent("nyc1"), json={"samples": [
             {"cluster_id": cluster["id"], "at": at, "values": {"cpu_percent": 1.0}}]})
         assert response.status_code == 400, response.text
-        assert stack.raw_item(f"METRICS#{cluster['id']}", f"{at:010d}") is None
+        assert stack.raw_item(keys.metrics_sample(cluster["id"], at)) is None
 
 
 def test_metrics_for_a_deleted_cluster_are_refused(stack: Stack, owner: Account) -> None:
@@ -267,7 +268,7 @@ def test_metrics_for_a_deleted_cluster_are_refused(stack: Stack, owner: Account)
     response = stack.call("POST", "/v1/agent/metrics", token=stack.agent("nyc1"), json={"samples": [
         {"cluster_id": cluster_id, "at": at, "values": {"cpu_percent": 5.0}}]})
     assert response.status_code == 404, response.text
-    assert stack.raw_item(f"METRICS#{cluster_id}", f"{at:010d}") is None
+    assert stack.raw_item(keys.metrics_sample(cluster_id, at)) is None
 
 
 def _agent_routes(cluster_id: str) -> list[tuple[str, str, Any]]:
@@ -322,7 +323,7 @@ def test_agent_list_shows_every_region_with_heartbeat_ages_and_revoked_tokens(st
     heartbeat(regional, revoked.token, agent_version="1.3.9", driver="cnpg", clusters=0)
     two_hours_ago = int(time.time()) - 2 * 3600 - 30
     regional.dynamodb().update_item(
-        TableName=regional.env["TABLE_NAME"], Key={"pk": {"S": f"AGENT#{revoked.id}"}, "sk": {"S": "AGENT"}},
+        TableName=regional.env["TABLE_NAME"], Key=raw_key(keys.agent_token(revoked.id)),
         UpdateExpression="SET last_seen_at = :at", ExpressionAttributeValues={":at": {"N": str(two_hours_ago)}},
     )
     done = regional.admin("agent-token", "revoke", revoked.id)

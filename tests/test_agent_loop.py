@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
+from chalicelib.store import keys
 from conftest import Account, Stack, cluster_path, new_stack
 from orochi_agent.agent import Agent
 from orochi_agent.clients.api import Api
@@ -756,7 +757,7 @@ def test_deleting_a_cluster_removes_it_from_the_driver_and_completes_the_delete(
     assert agent.processed("deleted") == 1
     # The public API hides every operation of a deleted cluster (clusters.get_operation loads the cluster first,
     # and a tombstone is NotFound), so the delete operation's outcome is read from the table.
-    raw = stack.raw_item(f"CLUSTER#{cluster_id}", f"OP#{operation_id}")
+    raw = stack.raw_item(keys.operation(cluster_id, operation_id))
     assert raw is not None and raw["status"]["S"] == "succeeded"
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.store import keys
 from conftest import send_together
 
 
@@ -101,10 +102,10 @@ def test_concurrent_registrations_with_one_email_create_exactly_one_account(stac
     # The losers left nothing behind: one user, one e-mail claim, one organization, one membership.
     items = stack.table_items()
     emails = {v.lower() for v in variants}
-    users = [i for i in items if i["sk"]["S"] == "PROFILE" and i.get("email", {}).get("S", "").lower() in emails]
-    claims = [i for i in items if i["pk"]["S"] == f"EMAIL#{variants[0].lower()}"]
-    orgs = [i for i in items if i["sk"]["S"] == "ORG" and marker in i.get("name", {}).get("S", "")]
-    members = [i for i in items if i["sk"]["S"].startswith("MEMBER#") and i.get("email", {}).get("S", "").lower() in emails]
+    users = [i for i in items if "password_hash" in i and i["email"]["S"].lower() in emails]
+    claims = [i for i in items if (i["pk"]["S"], i["sk"]["S"]) == keys.email_claim(variants[0])]
+    orgs = [i for i in items if "owner_count" in i and marker in i["name"]["S"]]
+    members = [i for i in items if "role" in i and "token_hash" not in i and i["email"]["S"].lower() in emails]
     assert len(users) == len(claims) == len(orgs) == len(members) == 1
     assert orgs[0]["name"]["S"] == f"race {marker} {winner}"
     assert members[0]["user_id"]["S"] == users[0]["id"]["S"] == claims[0]["user_id"]["S"]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.store import keys
 from conftest import Account, Stack, cluster_body, cluster_path, clusters_path
 
 REGION = "nyc1"
@@ -669,7 +670,7 @@ def test_no_plaintext_password_or_s3_secret_is_stored(stack: Stack, owner: Accou
     assert len(password) >= 16
 
     items = stack.table_items()
-    assert any(item["pk"]["S"] == f"CLUSTER#{cluster['id']}" and item["sk"]["S"] == "CLUSTER" for item in items)
+    assert any((item["pk"]["S"], item["sk"]["S"]) == keys.cluster(cluster["id"]) for item in items)
     stored = json.dumps(items)
     for secret in (password, cold, frozen):
         assert secret not in stored

@@ -65,7 +65,7 @@ def api(stack_env: dict[str, str]) -> Iterator[Api]:
             "CancellationReasons": reasons,
         }
 
-    from chalicelib.store.base import Item
+    from chalicelib.store.table import Item
 
     events = Item._get_connection().connection.client.meta.events
     events.register("before-call.dynamodb.TransactWriteItems", cancel)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.store import keys
 from conftest import Account, Stack
 
 SEVEN_DAYS = 7 * 86400
@@ -100,7 +101,7 @@ def test_the_token_is_stored_only_as_a_hash(stack: Stack, host: Account) -> None
     created = stack.invite(host)
     token = created["token"]
     secret = token.rsplit(".", 1)[-1]
-    item = stack.raw_item(f"ORG#{host.org_id}", f"INVITE#{created['id']}")
+    item = stack.raw_item(keys.invitation(host.org_id, created["id"]))
     assert item is not None
     assert item["email"]["S"] == created["email"]
     assert item["token_hash"]["S"] == hashlib.sha256(secret.encode()).hexdigest()

@@ -24,7 +24,7 @@ import pytest
 from botocore import xform_name
 
 from chalicelib.settings import DEFAULT_REGIONS, Settings
-from chalicelib.store.base import Item
+from chalicelib.store.table import Item
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(sys.prefix)
@@ -348,3 +348,12 @@ def test_each_dead_letter_queue_raises_an_alarm_on_its_first_message(template):
         (dimension,) = properties["Dimensions"]
         watched.add(dimension["Value"]["Fn::GetAtt"][0])
     assert watched == dead
+
+
+def test_an_idempotency_claim_in_progress_expires_with_the_function_timeout(template):
+    """A Lambda killed at its timeout never releases an Idempotency-Key: the API must know that timeout."""
+    for function in resources(template, "AWS::Serverless::Function").values():
+        properties = function["Properties"]
+        timeout = properties.get("Timeout", template.get("Globals", {}).get("Function", {}).get("Timeout"))
+        assert timeout is not None
+        assert properties["Environment"]["Variables"]["FUNCTION_TIMEOUT_SECONDS"] == str(timeout)

@@ -9,13 +9,14 @@ import uuid
 
 import pytest
 
+from chalicelib.store import keys
 from conftest import send_together
 
 PHC = re.compile(r"^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$")
 
 
 def stored_hash(stack, user_id: str) -> str:
-    item = stack.raw_item(f"USER#{user_id}", "PROFILE")
+    item = stack.raw_item(keys.user(user_id))
     assert item is not None, user_id
     return item["password_hash"]["S"]
 

@@ -1,30 +1,28 @@
-"""The single DynamoDB table: its key schema, indexes, shared connection and error translation.
+"""The single DynamoDB table: its indexes, shared connection, transactions, pages and what failed.
 
-Every entity is a subclass of `Item` stored in one table under `pk`/`sk`. Three sparse indexes
-serve the lookups that are not by primary key (see the README's access-pattern table): `gsi1`
-memberships by user, live clusters by organization and agent tokens by region, `gsi2` live clusters by region and open
-operations by deadline, `gsi3` clusters whose latest generation is not yet observed.
+Every entity is a subclass of `Item` stored in one table under `pk`/`sk`; `keys` spells every key.
+The store reports storage facts — a write's condition failed (naming which), another writer got there
+first, a page ended here — and leaves what they mean to a user to the domain.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
-from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, TransactWriteError, UpdateError
+from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, QueryError, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
+from pynamodb.pagination import ResultIterator
 from pynamodb.transactions import TransactWrite
 
-from chalicelib import errors
-
 T = TypeVar("T", bound="Item")
+Key = tuple[str, str]
+StartKey = dict[str, Any]
 
 
 class Gsi1(GlobalSecondaryIndex["Item"]):
@@ -90,7 +88,7 @@ def create_table() -> None:
     )
 
 
-_read_ahead: ContextVar[dict[tuple[str, str], dict[str, Any] | None] | None] = ContextVar("read_ahead", default=None)
+_read_ahead: ContextVar[dict[Key, dict[str, Any] | None] | None] = ContextVar("read_ahead", default=None)
 
 
 @contextmanager
@@ -103,7 +101,7 @@ def request_scope() -> Iterator[None]:
         _read_ahead.reset(token)
 
 
-def read_ahead(keys: list[tuple[str, str]]) -> None:
+def read_ahead(keys: list[Key]) -> None:
     """Fetch `keys` in one strongly consistent BatchGetItem for the current request scope.
 
     A request that will read several items it can name up front (its session, the caller's membership,
@@ -124,29 +122,61 @@ def read_ahead(keys: list[tuple[str, str]]) -> None:
             cache[key] = found.get(key)
 
 
-def get(model: type[T], pk: str, sk: str) -> T | None:
+def get(model: type[T], key: Key) -> T | None:
     """A strongly consistent read (or the read-ahead copy of one, used once); None when the item is absent."""
     cache = _read_ahead.get()
-    if cache is not None and (pk, sk) in cache:
-        raw = cache.pop((pk, sk))
+    if cache is not None and key in cache:
+        raw = cache.pop(key)
         return None if raw is None else model.from_raw_data(raw)
     try:
-        return model.get(pk, sk, consistent_read=True)
+        return model.get(*key, consistent_read=True)
     except DoesNotExist:
         return None
 
 
-def condition_failed(error: Exception) -> bool:
-    cause = getattr(error, "cause_response_code", None)
-    return cause in ("ConditionalCheckFailedException", "TransactionCanceledException")
-
-
 class ConditionFailed(Exception):
-    """A transaction was cancelled because the conditions of the writes with these labels failed."""
+    """The condition of a write failed; `labels` name which writes of a transaction (empty for a single write)."""
 
-    def __init__(self, labels: frozenset[str]) -> None:
+    def __init__(self, labels: frozenset[str] = frozenset()) -> None:
         super().__init__(", ".join(sorted(labels)) or "a condition failed")
         self.labels = labels
+
+
+class LostRace(Exception):
+    """Another writer changed what this write depended on in between: read again and retry."""
+
+
+class Contention(LostRace):
+    """DynamoDB cancelled a transaction only because another one was writing the same items at that moment."""
+
+
+class BadStartKey(Exception):
+    """DynamoDB refused the start key of a query."""
+
+
+def _condition_failed(error: Exception) -> bool:
+    return getattr(error, "cause_response_code", None) in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+@contextmanager
+def condition() -> Iterator[None]:
+    """Raise ConditionFailed when the single conditional write in the block fails its condition."""
+    try:
+        yield
+    except (PutError, UpdateError, DeleteError) as e:
+        if _condition_failed(e):
+            raise ConditionFailed() from e
+        raise
+
+
+def written(write: Callable[[], object]) -> bool:
+    """Run one conditional write: True if it was made, False if its condition failed."""
+    try:
+        with condition():
+            write()
+    except ConditionFailed:
+        return False
+    return True
 
 
 class Transaction:
@@ -168,8 +198,8 @@ class Transaction:
         self.write.delete(item, condition=condition)
         self._labels["delete"].append(label)
 
-    def check(self, model: type[Item], pk: str, sk: str, *, condition: Any, label: str = "") -> None:
-        self.write.condition_check(model, pk, sk, condition=condition)
+    def check(self, model: type[Item], key: Key, *, condition: Any, label: str = "") -> None:
+        self.write.condition_check(model, *key, condition=condition)
         self._labels["check"].append(label)
 
     def failed_labels(self, error: TransactWriteError, code: str = "ConditionalCheckFailed") -> frozenset[str]:
@@ -193,44 +223,29 @@ def transaction() -> Iterator[Transaction]:
         with tx.write:
             yield tx
     except TransactWriteError as e:
-        if not condition_failed(e):
+        if not _condition_failed(e):
             raise
         failed = tx.failed_labels(e)
         if not failed and tx.failed_labels(e, "TransactionConflict"):
-            raise errors.Contention("the record was being changed by another request at the same moment; retry") from e
+            raise Contention() from e
         raise ConditionFailed(failed) from e
 
 
-@contextmanager
-def conditional(conflict: errors.AppError) -> Iterator[None]:
-    """Translate a failed write condition into `conflict`; other failures propagate."""
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a query and the key to start the next one from (None after the last page)."""
+
+    items: list[T]
+    last_key: StartKey | None
+
+
+def page(query: Callable[[StartKey | None], ResultIterator[T]], start: StartKey | None) -> Page[T]:
+    """Run one page of `query(start key)`; BadStartKey when DynamoDB refuses the start key."""
     try:
-        yield
-    except ConditionFailed as e:
-        raise conflict from e
-    except (PutError, UpdateError, DeleteError) as e:
-        if condition_failed(e):
-            raise conflict from e
+        results = query(start)
+        items = list(results)
+    except QueryError as e:
+        if start is not None and getattr(e, "cause_response_code", None) == "ValidationException":
+            raise BadStartKey() from e
         raise
-
-
-def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
-    if not last_key:
-        return None
-    flat = {name: next(iter(value.values())) for name, value in last_key.items()}
-    return base64.urlsafe_b64encode(json.dumps(flat, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, *, pk: str) -> dict[str, Any] | None:
-    """The exclusive start key for a query on partition `pk`; a cursor from another listing is invalid."""
-    if not cursor:
-        return None
-    try:
-        flat = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(flat, dict) or not all(isinstance(v, str) for v in flat.values()):
-            raise ValueError
-        if pk not in (flat.get("pk"), flat.get("gsi1pk"), flat.get("gsi2pk")):
-            raise ValueError
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise errors.Invalid("cursor is not valid", details=[{"field": "cursor", "message": "not a cursor from this listing"}]) from None
-    return {name: {"S": value} for name, value in flat.items()}
+    return Page(items, results.last_evaluated_key)

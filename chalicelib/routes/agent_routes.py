@@ -18,7 +18,7 @@ def heartbeat(call: Call[agents.Heartbeat]) -> agents.HeartbeatOut:
 @router.route("GET", "/v1/agent/clusters", auth="agent", query=ListQuery, response=Page[agents.AgentClusterOut])
 def list_region_clusters(call: Call[Any]) -> Page[agents.AgentClusterOut]:
     """The region's live clusters and their generations (resync)"""
-    return agents.list_clusters(call.agent, call.query)
+    return agents.list_clusters(call.settings, call.agent, call.query)
 
 
 @router.route("GET", "/v1/agent/clusters/{cluster_id}", auth="agent", response=agents.DesiredState, errors=(404,))
@@ -32,7 +32,8 @@ def desired_state(call: Call[Any]) -> Reply:
               response=lifecycle.ReportOut, errors=(404, 409, 422))
 def report_status(call: Call[lifecycle.StatusReport]) -> lifecycle.ReportOut:
     """Report what the agent observed of one cluster"""
-    return agents.report(call.settings, call.agent, call.params["cluster_id"], call.body)
+    return lifecycle.apply_report(call.settings, region=call.agent.region, cluster_id=call.params["cluster_id"],
+                                  report=call.body)
 
 
 @router.route("POST", "/v1/agent/metrics", auth="agent", body=agents.MetricsBatch, response=agents.MetricsAccepted,

@@ -12,7 +12,7 @@ router = Router(__name__, tag="organizations")
 @router.route("GET", "/v1/orgs", query=ListQuery, response=Page[orgs.OrganizationOut])
 def list_orgs(call: Call[Any]) -> Page[orgs.OrganizationOut]:
     """The organizations the caller belongs to, with their role"""
-    return orgs.list_mine(call.user, call.query)
+    return orgs.list_mine(call.settings, call.user, call.query)
 
 
 @router.route("GET", "/v1/orgs/{org_id}", permission="org:read", response=orgs.OrganizationOut, errors=(404,))
@@ -32,7 +32,7 @@ def rename_org(call: Call[orgs.OrgRename]) -> orgs.OrganizationOut:
               response=Page[orgs.MemberOut], errors=(404,))
 def list_members(call: Call[Any]) -> Page[orgs.MemberOut]:
     """Members of an organization"""
-    return orgs.list_members(call.member, call.query)
+    return orgs.list_members(call.settings, call.member, call.query)
 
 
 @router.route("PATCH", "/v1/orgs/{org_id}/members/{user_id}", permission="members:manage", body=orgs.RoleChange,
@@ -61,7 +61,7 @@ def invite(call: Call[orgs.InvitationCreate]) -> orgs.InvitationOut:
               response=Page[orgs.InvitationOut], errors=(403, 404))
 def list_invitations(call: Call[Any]) -> Page[orgs.InvitationOut]:
     """Pending invitations (owner, admin)"""
-    return orgs.list_invitations(call.member, call.query)
+    return orgs.list_invitations(call.settings, call.member, call.query)
 
 
 @router.route("DELETE", "/v1/orgs/{org_id}/invitations/{invitation_id}", permission="invitations:manage", status=204,

@@ -16,7 +16,7 @@ def register(call: Call[auth.RegisterRequest]) -> auth.TokenResponse:
 
 
 @router.route("POST", "/v1/auth/login", auth="none", body=auth.LoginRequest, response=auth.TokenResponse,
-              errors=(401, 429))
+              errors=(401, 409, 429))
 def login(call: Call[auth.LoginRequest]) -> auth.TokenResponse:
     """Exchange e-mail and password for tokens"""
     return auth.login(call.settings, call.body)

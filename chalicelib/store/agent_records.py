@@ -1,13 +1,12 @@
-"""Agent tokens: `AGENT#<id>`/`AGENT`, holding only the token's hash, the one region it may act for and what its
-agent said in its last heartbeat; indexed by region in `gsi1` (`AGENTS#<region>`/`<id>`), revoked ones included."""
+"""Agent tokens: only the token's hash, the one region it may act for and what its agent said in its last
+heartbeat; indexed by region (revoked ones included). See `keys` for where they live."""
 
 from __future__ import annotations
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
-from pynamodb.exceptions import UpdateError
 
-from chalicelib import errors
-from chalicelib.store.base import Item, condition_failed, get
+from chalicelib.store import keys
+from chalicelib.store.table import Item, condition, get
 
 
 class AgentToken(Item):
@@ -21,42 +20,29 @@ class AgentToken(Item):
     driver = UnicodeAttribute(null=True)
     clusters = NumberAttribute(null=True)
 
-    @staticmethod
-    def key(token_id: str) -> tuple[str, str]:
-        return f"AGENT#{token_id}", "AGENT"
 
-    @staticmethod
-    def region_index(region: str, token_id: str) -> tuple[str, str]:
-        return f"AGENTS#{region}", token_id
-
-    def index_region(self) -> None:
-        self.gsi1pk, self.gsi1sk = AgentToken.region_index(self.region, self.id)
-
-
-def put_token(token: AgentToken) -> None:
-    token.index_region()
+def put_token(*, token_id: str, region: str, token_hash: str, at: int) -> AgentToken:
+    gsi1pk, gsi1sk = keys.agent_by_region(region, token_id)
+    token = AgentToken(*keys.agent_token(token_id), id=token_id, region=region, token_hash=token_hash, created_at=at,
+                       gsi1pk=gsi1pk, gsi1sk=gsi1sk)
     token.save(condition=AgentToken.pk.does_not_exist())
+    return token
 
 
 def get_token(token_id: str) -> AgentToken | None:
-    return get(AgentToken, *AgentToken.key(token_id))
+    return get(AgentToken, keys.agent_token(token_id))
 
 
 def tokens_of_region(region: str) -> list[AgentToken]:
     """Every token of `region`, live or revoked, by id (one Query of gsi1, following its pages)."""
-    pk, _ = AgentToken.region_index(region, "")
-    return list(AgentToken.query(pk, index_name="gsi1"))
+    return list(AgentToken.query(keys.agents_of_region(region), index_name="gsi1"))
 
 
 def revoke_token(token_id: str, *, at: int) -> None:
-    try:
-        AgentToken(*AgentToken.key(token_id)).update(
-            actions=[AgentToken.revoked_at.set(at)], condition=AgentToken.pk.exists()
-        )
-    except UpdateError as e:
-        if condition_failed(e):
-            raise errors.NotFound("agent token not found") from e
-        raise
+    """ConditionFailed when there is no such token."""
+    with condition():
+        AgentToken(*keys.agent_token(token_id)).update(actions=[AgentToken.revoked_at.set(at)],
+                                                       condition=AgentToken.pk.exists())
 
 
 def record_heartbeat(
@@ -66,8 +52,8 @@ def record_heartbeat(
 
     The region index is written again too, so a token created before that index existed joins it.
     """
-    gsi1pk, gsi1sk = AgentToken.region_index(region, token_id)
-    AgentToken(*AgentToken.key(token_id)).update(actions=[
+    gsi1pk, gsi1sk = keys.agent_by_region(region, token_id)
+    AgentToken(*keys.agent_token(token_id)).update(actions=[
         AgentToken.last_seen_at.set(at),
         AgentToken.agent_version.set(agent_version),
         AgentToken.driver.set(driver) if driver is not None else AgentToken.driver.remove(),

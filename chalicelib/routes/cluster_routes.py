@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import catalog, clusters
+from chalicelib import catalog, clusters, lifecycle
 from chalicelib.shapes import ListQuery, Page
 from chalicelib.web import Call, Reply, Router, current_request_id
 
@@ -11,8 +11,8 @@ CLUSTER = "/v1/orgs/{org_id}/clusters/{cluster_id}"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _accepted(mutation: clusters.Mutation) -> Reply:
-    return Reply(mutation.out(), headers={"ETag": clusters.etag(mutation.cluster)})
+def _accepted(change: lifecycle.Change) -> Reply:
+    return Reply(clusters.mutation_out(change), headers={"ETag": lifecycle.etag(change.cluster)})
 
 
 @router.route("GET", "/v1/catalog", auth="none", response=catalog.CatalogOut)
@@ -32,14 +32,14 @@ def create_cluster(call: Call[clusters.ClusterCreate]) -> Reply:
               response=Page[clusters.ClusterOut], errors=(404,))
 def list_clusters(call: Call[Any]) -> Page[clusters.ClusterOut]:
     """The organization's live clusters"""
-    return clusters.list_clusters(call.member, call.query)
+    return clusters.list_clusters(call.settings, call.member, call.query)
 
 
 @router.route("GET", CLUSTER, permission="clusters:read", response=clusters.ClusterOut, errors=(404,))
 def get_cluster(call: Call[Any]) -> Reply:
     """One cluster, with its ETag"""
     cluster = clusters.get(call.member, call.params["cluster_id"])
-    return Reply(clusters.cluster_out(cluster), headers={"ETag": clusters.etag(cluster)})
+    return Reply(clusters.cluster_out(cluster), headers={"ETag": lifecycle.etag(cluster)})
 
 
 @router.route("PATCH", CLUSTER, permission="clusters:write", status=202, body=clusters.ClusterPatch, response=clusters.MutationOut,
@@ -68,7 +68,7 @@ def delete_cluster(call: Call[Any]) -> Reply:
 @router.route("GET", CLUSTER + "/operations", permission="clusters:read", query=ListQuery, response=Page[clusters.OperationOut], errors=(404,))
 def list_operations(call: Call[Any]) -> Page[clusters.OperationOut]:
     """The cluster's operations, newest first"""
-    return clusters.list_operations(call.member, call.params["cluster_id"], call.query)
+    return clusters.list_operations(call.settings, call.member, call.params["cluster_id"], call.query)
 
 
 @router.route("GET", CLUSTER + "/operations/{operation_id}", permission="clusters:read", response=clusters.OperationOut, errors=(404,))
