@@ -1,4 +1,8 @@
-"""Password hashing, opaque tokens and encryption at rest."""
+"""Password hashing, opaque tokens and encryption at rest.
+
+`cryptography` is imported where it is used (hashing a password, sealing a secret), so a cold start that
+serves neither does not load it.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,6 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidKey, InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from chalicelib.settings import Settings
 
@@ -32,6 +32,8 @@ class PasswordPolicy:
     lanes: int
 
     def hash(self, password: str) -> str:
+        from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
         kdf = Argon2id(
             salt=os.urandom(_SALT_BYTES),
             length=_HASH_BYTES,
@@ -42,6 +44,9 @@ class PasswordPolicy:
         return kdf.derive_phc_encoded(password.encode())
 
     def verify(self, password: str, encoded: str) -> bool:
+        from cryptography.exceptions import InvalidKey
+        from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
         try:
             Argon2id.verify_phc_encoded(password.encode(), encoded)
         except (InvalidKey, ValueError):
@@ -80,6 +85,8 @@ class Cipher:
     """AES-256-GCM with key ids: `kid.base64(nonce || ciphertext)`. The first key encrypts, all decrypt."""
 
     def __init__(self, keys: tuple[tuple[str, bytes], ...]) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._primary = keys[0][0]
         self._keys = {kid: AESGCM(key) for kid, key in keys}
 
@@ -94,6 +101,8 @@ class Cipher:
         aead = self._keys.get(kid)
         if aead is None:
             raise ValueError(f"ciphertext uses unknown key id {kid!r}")
+        from cryptography.exceptions import InvalidTag
+
         raw = base64.urlsafe_b64decode(payload)
         try:
             return aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context.encode()).decode()

@@ -21,20 +21,26 @@ Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
+# Every model defers building its validator and serializer to its first use (`defer_build`): a cold start
+# pays only for the models its first request touches, not for all of them (see docs/benchmarks.md).
+
+
 class Body(BaseModel):
     """A request body: unknown fields and loose types are errors."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 class Out(BaseModel):
     """A response body."""
 
+    model_config = ConfigDict(defer_build=True)
+
 
 class Query(BaseModel):
     """A query string: unknown parameters are errors; values arrive as strings and are coerced."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ListQuery(Query):

@@ -1,10 +1,12 @@
-"""Access tokens: HS256 JWTs with pinned algorithm and required claims."""
+"""Access tokens: HS256 JWTs with pinned algorithm and required claims.
+
+PyJWT is imported on first use: it imports `cryptography` (for algorithms we never accept), which a
+cold start serving anything else should not pay for.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import jwt
 
 from chalicelib import clock, errors
 from chalicelib.settings import Settings
@@ -32,6 +34,8 @@ def issue_access_token(settings: Settings, *, user_id: str, session_id: str, at:
         "exp": at + settings.access_token_ttl,
         "typ": ACCESS,
     }
+    import jwt
+
     return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
 
 
@@ -42,6 +46,8 @@ def decode_access_token(settings: Settings, token: str) -> AccessClaims:
     issued (give or take CLOCK_SKEW), must not have expired, and must not live longer than the
     configured lifetime, whatever its signature says.
     """
+    import jwt
+
     try:
         claims = jwt.decode(
             token,
