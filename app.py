@@ -8,7 +8,7 @@ gc.disable()
 
 from typing import Any
 
-from chalice import Chalice, Rate
+from chalice.app import Chalice, Rate
 
 from chalicelib import agents, auth, cors, lifecycle, logs, orgs, web
 from chalicelib.routes import ROUTERS

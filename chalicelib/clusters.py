@@ -211,7 +211,7 @@ def cluster_out(cluster: Cluster) -> ClusterOut:
     return ClusterOut(
         id=cluster.id, org_id=cluster.org_id, name=cluster.name, region=cluster.region,
         postgres_version=cluster.postgres_version, size=cluster.size, instances=cluster.instances,
-        storage_gb=cluster.storage_gb, status=cluster.status, status_message=cluster.status_message,  # type: ignore[arg-type]
+        storage_gb=cluster.storage_gb, status=cluster.status, status_message=cluster.status_message,  # type: ignore[arg-type]  # stored as a plain string; pydantic checks the Literal
         generation=cluster.generation, observed_generation=cluster.observed_generation,
         ready_instances=cluster.ready_instances, endpoint=endpoint,
         autoscaling=AutoscalingPolicy.model_validate(cluster.autoscaling) if cluster.autoscaling else None,
@@ -222,7 +222,7 @@ def cluster_out(cluster: Cluster) -> ClusterOut:
 
 def operation_out(operation: Operation) -> OperationOut:
     return OperationOut(
-        id=operation.id, cluster_id=operation.cluster_id, kind=operation.kind, status=operation.status,  # type: ignore[arg-type]
+        id=operation.id, cluster_id=operation.cluster_id, kind=operation.kind, status=operation.status,  # type: ignore[arg-type]  # stored as a plain string; pydantic checks the Literal
         actor=operation.actor, generation=operation.generation, error=operation.error,
         created_at=operation.created_at, updated_at=operation.updated_at,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from chalice import Chalice, Response
+from chalice.app import Chalice, Response
 from chalice.app import Request
 
 from chalicelib.settings import get_settings

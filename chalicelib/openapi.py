@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from chalicelib.shapes import Out
 from chalicelib.web import Operation, Router
@@ -33,7 +33,7 @@ class Error(Out):
 
 def document(routers: list[Router], *, version: str) -> dict[str, Any]:
     operations = [op for router in routers for op in router.operations]
-    models = {Error, *(m for op in operations for m in (op.body, op.response) if m is not None)}
+    models: set[type[BaseModel]] = {Error, *(m for op in operations for m in (op.body, op.response) if m is not None)}
     refs, schemas = _schemas(models)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
@@ -54,8 +54,10 @@ def document(routers: list[Router], *, version: str) -> dict[str, Any]:
 
 def _schemas(models: set[type[BaseModel]]) -> tuple[dict[Any, Any], dict[str, Any]]:
     ordered = sorted(models, key=lambda m: m.__name__)
-    keys = [(m, "validation" if not issubclass(m, Out) else "serialization") for m in ordered]
-    refs, defs = models_json_schema(keys, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
+    keys: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation" if not issubclass(m, Out) else "serialization") for m in ordered
+    ]
+    refs, defs = models_json_schema(keys, ref_template="#/components/schemas/{model}")
     return {model: refs[(model, mode)] for model, mode in keys}, defs.get("$defs", {})
 
 

@@ -90,7 +90,7 @@ def require(member: Member, action: str) -> None:
 
 
 def organization_out(org: Org, role: str | None = None) -> OrganizationOut:
-    return OrganizationOut(id=org.id, name=org.name, role=role, created_at=org.created_at)  # type: ignore[arg-type]
+    return OrganizationOut(id=org.id, name=org.name, role=role, created_at=org.created_at)  # type: ignore[arg-type]  # stored as a plain string; pydantic checks it is a Role
 
 
 def list_mine(settings: Settings, principal: Principal, query: ListQuery) -> Page[OrganizationOut]:
@@ -119,7 +119,7 @@ def rename(member: Member, body: OrgRename) -> OrganizationOut:
 
 
 def member_out(member: Member) -> MemberOut:
-    return MemberOut(user_id=member.user_id, email=member.email, name=member.name, role=member.role, joined_at=member.created_at)  # type: ignore[arg-type]
+    return MemberOut(user_id=member.user_id, email=member.email, name=member.name, role=member.role, joined_at=member.created_at)  # type: ignore[arg-type]  # stored as a plain string; pydantic checks it is a Role
 
 
 def list_members(settings: Settings, member: Member, query: ListQuery) -> Page[MemberOut]:
@@ -171,7 +171,7 @@ def _membership_changed() -> errors.Conflict:
 
 def invitation_out(invitation: Invitation, token: str | None = None) -> InvitationOut:
     return InvitationOut(
-        id=invitation.id, email=invitation.email, role=invitation.role,  # type: ignore[arg-type]
+        id=invitation.id, email=invitation.email, role=invitation.role,  # type: ignore[arg-type]  # stored as a plain string; pydantic checks it is a Role
         expires_at=invitation.expires_at, created_at=invitation.created_at, token=token,
     )
 

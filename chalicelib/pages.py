@@ -20,10 +20,10 @@ from typing import TypeVar
 
 from chalicelib import errors
 from chalicelib.settings import Settings
-from chalicelib.store.table import BadStartKey, StartKey
+from chalicelib.store.table import BadStartKey, Item, StartKey
 from chalicelib.store.table import Page as StoredPage
 
-S = TypeVar("S")
+S = TypeVar("S", bound=Item)
 _MAC_BYTES = 16
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from chalice import Blueprint, Response
+from chalice.app import Blueprint, Response
 from chalice.app import Request
 from pydantic import BaseModel, ValidationError
 
@@ -188,7 +188,7 @@ def _serve_in_scope(operation: Operation, request: Request, params: dict[str, st
             return _response(_answer(operation, call))
         answer = idempotency.run(
             settings, scope=f"{principal.kind}:{principal.id}", key=key,
-            request_fingerprint=idempotency.fingerprint(request.method, request.path, request.raw_body or b""),
+            request_fingerprint=idempotency.fingerprint(request.method, request.path, _raw_body(request)),
             execute=lambda: _answer(operation, call),
         )
         return _response(answer)
@@ -202,8 +202,13 @@ def _answer(operation: Operation, call: Call[Any]) -> idempotency.Answer:
     return idempotency.Answer(status=reply.status or operation.status, body=_dump(reply.body), headers=reply.headers)
 
 
+def _raw_body(request: Request) -> bytes:
+    body = request.raw_body or b""
+    return body.encode() if isinstance(body, str) else body
+
+
 def _response(answer: idempotency.Answer) -> Response:
-    headers = {"Content-Type": "application/json", **answer.headers}
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/json", **answer.headers}
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"
     return Response(body=answer.body, status_code=answer.status, headers=headers)
@@ -221,7 +226,7 @@ def _authenticate(auth: Auth, settings: Settings, request: Request, params: dict
 def _parse_body(model: type[BaseModel] | None, request: Request, settings: Settings) -> BaseModel | None:
     if model is None:
         return None
-    raw = request.raw_body or b""
+    raw = _raw_body(request)
     if not raw.strip():
         raise errors.Invalid("a JSON body is required", details=[{"field": "body", "message": "missing"}])
     try:

@@ -5,11 +5,11 @@ Sessions, refresh tokens and counters carry a TTL. See `keys` for where each liv
 
 from __future__ import annotations
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import UnicodeAttribute
 
 from chalicelib.store import keys
 from chalicelib.store.org_records import Invitation, Member, Org, add_member_in, consume_invitation_in, create_org_in
-from chalicelib.store.table import ConditionFailed, Item, LostRace, Transaction, condition, get, transaction, written
+from chalicelib.store.table import IntegerAttribute, ConditionFailed, Item, LostRace, Transaction, condition, get, transaction, written
 
 
 class User(Item):
@@ -17,7 +17,7 @@ class User(Item):
     email = UnicodeAttribute()
     name = UnicodeAttribute()
     password_hash = UnicodeAttribute()
-    created_at = NumberAttribute()
+    created_at = IntegerAttribute()
 
 
 class EmailClaim(Item):
@@ -27,21 +27,21 @@ class EmailClaim(Item):
 class Session(Item):
     id = UnicodeAttribute()
     user_id = UnicodeAttribute()
-    created_at = NumberAttribute()
-    last_used_at = NumberAttribute()
-    expires_at = NumberAttribute()
-    revoked_at = NumberAttribute(null=True)
+    created_at = IntegerAttribute()
+    last_used_at = IntegerAttribute()
+    expires_at = IntegerAttribute()
+    revoked_at = IntegerAttribute(null=True)
 
 
 class RefreshToken(Item):
     session_id = UnicodeAttribute()
     user_id = UnicodeAttribute()
-    used_at = NumberAttribute(null=True)
+    used_at = IntegerAttribute(null=True)
 
 
 class LoginFailures(Item):
-    count = NumberAttribute()
-    window_start = NumberAttribute()
+    attempts = IntegerAttribute(attr_name="count")
+    window_start = IntegerAttribute()
 
 
 def new_user(*, user_id: str, email: str, name: str, password_hash: str, at: int) -> User:
@@ -147,20 +147,20 @@ def count_login_attempt(email: str, *, at: int, window: int, limit: int) -> int 
     key = keys.login_failures(email)
     counted = written(lambda: LoginFailures(*key).update(
         actions=[
-            LoginFailures.count.set((LoginFailures.count | 0) + 1),
+            LoginFailures.attempts.set((LoginFailures.attempts | 0) + 1),
             LoginFailures.window_start.set(LoginFailures.window_start | at),
             LoginFailures.expires_ttl.set(LoginFailures.expires_ttl | (at + window)),
         ],
-        condition=LoginFailures.pk.does_not_exist() | ((LoginFailures.window_start > at - window) & (LoginFailures.count < limit)),
+        condition=LoginFailures.pk.does_not_exist() | ((LoginFailures.window_start > at - window) & (LoginFailures.attempts < limit)),
     ))
     if counted:
         return None
     current = get(LoginFailures, key)
     if current is not None and current.window_start > at - window:
-        if current.count >= limit:
+        if current.attempts >= limit:
             return int(current.window_start)
         raise LostRace()
-    fresh = LoginFailures(*key, count=1, window_start=at, expires_ttl=at + window)
+    fresh = LoginFailures(*key, attempts=1, window_start=at, expires_ttl=at + window)
     try:
         with condition():
             fresh.save(condition=LoginFailures.pk.does_not_exist() | (LoginFailures.window_start <= at - window))

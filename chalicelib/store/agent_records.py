@@ -3,22 +3,22 @@ heartbeat; indexed by region (revoked ones included). See `keys` for where they 
 
 from __future__ import annotations
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import UnicodeAttribute
 
 from chalicelib.store import keys
-from chalicelib.store.table import Item, condition, get
+from chalicelib.store.table import IntegerAttribute, Item, condition, get
 
 
 class AgentToken(Item):
     id = UnicodeAttribute()
     region = UnicodeAttribute()
     token_hash = UnicodeAttribute()
-    created_at = NumberAttribute()
-    revoked_at = NumberAttribute(null=True)
-    last_seen_at = NumberAttribute(null=True)
+    created_at = IntegerAttribute()
+    revoked_at = IntegerAttribute(null=True)
+    last_seen_at = IntegerAttribute(null=True)
     agent_version = UnicodeAttribute(null=True)
     driver = UnicodeAttribute(null=True)
-    clusters = NumberAttribute(null=True)
+    clusters = IntegerAttribute(null=True)
 
 
 def put_token(*, token_id: str, region: str, token_hash: str, at: int) -> AgentToken:

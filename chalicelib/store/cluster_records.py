@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.attributes import (
-    BooleanAttribute, JSONAttribute, ListAttribute, NumberAttribute, UnicodeAttribute, VersionAttribute,
+    BooleanAttribute, JSONAttribute, ListAttribute, UnicodeAttribute, VersionAttribute,
 )
 
 from chalicelib.store import keys
 from chalicelib.store.org_records import Org
 from chalicelib.store.table import (
-    ConditionFailed, Item, LostRace, Page, StartKey, Transaction, get, page, transaction, written,
+    ConditionFailed, IntegerAttribute, Item, LostRace, Page, StartKey, Transaction, get, page, transaction, written,
 )
 
 DELETED = "deleted"
@@ -35,28 +35,28 @@ class Cluster(Item):
     region = UnicodeAttribute()
     postgres_version = UnicodeAttribute()
     size = UnicodeAttribute()
-    instances = NumberAttribute()
-    storage_gb = NumberAttribute()
+    instances = IntegerAttribute()
+    storage_gb = IntegerAttribute()
     storage_tiers = JSONAttribute(null=True)
     autoscaling = JSONAttribute(null=True)
-    ip_allowlist = ListAttribute(of=UnicodeAttribute, null=True)
+    ip_allowlist = ListAttribute[str](null=True)  # a list of S: pynamodb infers the element type
     deletion_protection = BooleanAttribute(default=False)
     db_password = UnicodeAttribute()
     status = UnicodeAttribute()
     status_message = UnicodeAttribute(null=True)
-    generation = NumberAttribute()
-    observed_generation = NumberAttribute(default=0)
-    ready_instances = NumberAttribute(default=0)
+    generation = IntegerAttribute()
+    observed_generation = IntegerAttribute(default=0)
+    ready_instances = IntegerAttribute(default=0)
     endpoint_host = UnicodeAttribute(null=True)
-    endpoint_port = NumberAttribute(null=True)
+    endpoint_port = IntegerAttribute(null=True)
     primary = UnicodeAttribute(null=True)
     was_running = BooleanAttribute(default=False)
     open_operations = JSONAttribute(default=dict)
-    enqueued_at = NumberAttribute(null=True)
+    enqueued_at = IntegerAttribute(null=True)
     version = VersionAttribute()
-    created_at = NumberAttribute()
-    updated_at = NumberAttribute()
-    reported_at = NumberAttribute(null=True)
+    created_at = IntegerAttribute()
+    updated_at = IntegerAttribute()
+    reported_at = IntegerAttribute(null=True)
 
 
 class ClusterName(Item):
@@ -70,11 +70,11 @@ class Operation(Item):
     kind = UnicodeAttribute()
     status = UnicodeAttribute()
     actor = UnicodeAttribute()
-    generation = NumberAttribute()
+    generation = IntegerAttribute()
     error = UnicodeAttribute(null=True)
-    deadline = NumberAttribute()
-    created_at = NumberAttribute()
-    updated_at = NumberAttribute()
+    deadline = IntegerAttribute()
+    created_at = IntegerAttribute()
+    updated_at = IntegerAttribute()
 
 
 class AuditEntry(Item):
@@ -83,12 +83,12 @@ class AuditEntry(Item):
     actor = UnicodeAttribute()
     request_id = UnicodeAttribute()
     source_ip = UnicodeAttribute(null=True)
-    at = NumberAttribute()
+    at = IntegerAttribute()
 
 
 class MetricsSample(Item):
     cluster_id = UnicodeAttribute()
-    at = NumberAttribute()
+    at = IntegerAttribute()
     values = JSONAttribute()
 
 

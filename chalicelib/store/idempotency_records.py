@@ -6,10 +6,10 @@ Lambda killed at its timeout never releases anything) leaves a claim the next re
 
 from __future__ import annotations
 
-from pynamodb.attributes import JSONAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import JSONAttribute, UnicodeAttribute
 
 from chalicelib.store import keys
-from chalicelib.store.table import Item, LostRace, get, written
+from chalicelib.store.table import IntegerAttribute, Item, LostRace, get, written
 
 IN_PROGRESS = "in_progress"
 DONE = "done"
@@ -18,11 +18,11 @@ DONE = "done"
 class IdempotencyRecord(Item):
     fingerprint = UnicodeAttribute()
     state = UnicodeAttribute()
-    response_status = NumberAttribute(null=True)
+    response_status = IntegerAttribute(null=True)
     response_body = UnicodeAttribute(null=True)
     response_headers = JSONAttribute(null=True)
-    expires_at = NumberAttribute()
-    in_progress_until = NumberAttribute(null=True)
+    expires_at = IntegerAttribute()
+    in_progress_until = IntegerAttribute(null=True)
     holder = UnicodeAttribute(null=True)
 
 

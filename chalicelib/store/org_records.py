@@ -6,11 +6,11 @@ a TTL. See `keys` for where each lives.
 
 from __future__ import annotations
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import UnicodeAttribute
 
 from chalicelib.clock import now
 from chalicelib.store import keys
-from chalicelib.store.table import Item, Page, StartKey, Transaction, condition, get, page, transaction
+from chalicelib.store.table import IntegerAttribute, Item, Page, StartKey, Transaction, condition, get, page, transaction
 
 OWNER = "owner"
 
@@ -18,10 +18,10 @@ OWNER = "owner"
 class Org(Item):
     id = UnicodeAttribute()
     name = UnicodeAttribute()
-    owner_count = NumberAttribute(default=0)
-    cluster_count = NumberAttribute(null=True)
-    created_at = NumberAttribute()
-    updated_at = NumberAttribute()
+    owner_count = IntegerAttribute(default=0)
+    cluster_count = IntegerAttribute(null=True)
+    created_at = IntegerAttribute()
+    updated_at = IntegerAttribute()
 
 
 class Member(Item):
@@ -30,7 +30,7 @@ class Member(Item):
     email = UnicodeAttribute()
     name = UnicodeAttribute()
     role = UnicodeAttribute()
-    created_at = NumberAttribute()
+    created_at = IntegerAttribute()
 
 
 class Invitation(Item):
@@ -40,8 +40,8 @@ class Invitation(Item):
     role = UnicodeAttribute()
     token_hash = UnicodeAttribute()
     invited_by = UnicodeAttribute()
-    created_at = NumberAttribute()
-    expires_at = NumberAttribute()
+    created_at = IntegerAttribute()
+    expires_at = IntegerAttribute()
 
 
 def new_org(*, org_id: str, name: str, at: int) -> Org:

@@ -13,7 +13,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import Attribute, UnicodeAttribute
+from pynamodb.constants import NUMBER
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, QueryError, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -25,7 +26,20 @@ Key = tuple[str, str]
 StartKey = dict[str, Any]
 
 
-class Gsi1(GlobalSecondaryIndex["Item"]):
+class IntegerAttribute(Attribute[int]):
+    """A whole number stored as DynamoDB's `N` (times in epoch seconds, counts, generations), read back as an int."""
+
+    attr_type = NUMBER
+
+    def serialize(self, value: int) -> str:
+        return str(int(value))
+
+    def deserialize(self, value: str) -> int:
+        return int(value)
+
+
+# pynamodb's Index.__init_subclass__ carries no annotations, hence the ignores on the three index classes.
+class Gsi1(GlobalSecondaryIndex["Item"]):  # type: ignore[no-untyped-call]  # pynamodb's Index.__init_subclass__ is unannotated
     class Meta:
         index_name = "gsi1"
         projection = AllProjection()
@@ -34,7 +48,7 @@ class Gsi1(GlobalSecondaryIndex["Item"]):
     gsi1sk = UnicodeAttribute(range_key=True)
 
 
-class Gsi2(GlobalSecondaryIndex["Item"]):
+class Gsi2(GlobalSecondaryIndex["Item"]):  # type: ignore[no-untyped-call]  # as Gsi1
     class Meta:
         index_name = "gsi2"
         projection = AllProjection()
@@ -43,7 +57,7 @@ class Gsi2(GlobalSecondaryIndex["Item"]):
     gsi2sk = UnicodeAttribute(range_key=True)
 
 
-class Gsi3(GlobalSecondaryIndex["Item"]):
+class Gsi3(GlobalSecondaryIndex["Item"]):  # type: ignore[no-untyped-call]  # as Gsi1
     class Meta:
         index_name = "gsi3"
         projection = AllProjection()
@@ -65,7 +79,7 @@ class Item(Model):
     gsi2sk = UnicodeAttribute(null=True)
     gsi3pk = UnicodeAttribute(null=True)
     gsi3sk = UnicodeAttribute(null=True)
-    expires_ttl = NumberAttribute(null=True)
+    expires_ttl = IntegerAttribute(null=True)
     gsi1 = Gsi1()
     gsi2 = Gsi2()
     gsi3 = Gsi3()
@@ -82,7 +96,8 @@ def create_table() -> None:
     """Create the table with its index and TTL if it does not exist (local stack and tests)."""
     if not Item.exists():
         Item.create_table(wait=True)
-    Item._get_connection().connection.client.update_time_to_live(
+    client: Any = Item._get_connection().connection.client  # pynamodb types its botocore client as a private base
+    client.update_time_to_live(
         TableName=Item.Meta.table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_ttl"},
     )
@@ -112,7 +127,8 @@ def read_ahead(keys: list[Key]) -> None:
     if cache is None or not wanted:
         return
     table = Item.Meta.table_name
-    response = Item._get_connection().batch_get_item(
+    connection: Any = Item._get_connection()  # pynamodb annotates batch_get_item's keys as strings; they are key maps
+    response = connection.batch_get_item(
         [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in wanted], consistent_read=True
     )
     found = {(raw["pk"]["S"], raw["sk"]["S"]): raw for raw in response.get("Responses", {}).get(table, [])}
