@@ -8,9 +8,9 @@ seconds until the window resets); a refused one is 429 `rate_limited` with `Retr
 
 Why a counter in the table rather than API Gateway usage plans: usage plans count per API key, and our
 callers are users (whatever session or device they call from) and agent tokens, which API Gateway does
-not know; AWS also documents usage-plan throttling as best effort, not to be relied on to block access.
-The write costs about one write request unit per request (on-demand, $0.625 a million in us-east-1,
-a sixth of REST API Gateway's own $3.50 a million) and items expire by TTL.
+not know; AWS also says usage-plan limits are targets that clients can exceed, not a way to block access.
+The write costs one write request unit per request, refused ones included (on demand, $0.625 a million
+in us-east-1, under a fifth of REST API Gateway's own $3.50 a million), and the items expire by TTL.
 
 Users, agents and addresses have separate limits: an agent legitimately makes several calls per cluster it
 reconciles, and login and registration are limited per address because they have no principal yet and each
