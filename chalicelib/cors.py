@@ -14,7 +14,7 @@ from chalice.app import Request
 from chalicelib.settings import get_settings
 
 ALLOWED_HEADERS = "Authorization, Content-Type, Idempotency-Key, If-Match, X-Request-ID"
-EXPOSED_HEADERS = "ETag, Retry-After, X-Request-ID"
+EXPOSED_HEADERS = "ETag, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, X-Request-ID"
 PREFLIGHT_MAX_AGE = "600"
 
 

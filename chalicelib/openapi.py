@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from chalicelib.ratelimits import WINDOW
 from chalicelib.shapes import Out
 from chalicelib.web import Operation, Router
 
@@ -18,6 +19,13 @@ _STATUS_TEXT = {
     412: "Precondition failed", 413: "Body too large", 422: "Unprocessable", 429: "Too many requests",
 }
 _SECURITY = {"user": "bearerAuth", "agent": "agentToken"}
+# What a rate-limited route's answers carry (chalicelib/ratelimits.py): always on a success and on its 429, and on
+# any other answer once the request was counted (after authentication; a 401 or 413 comes before).
+_RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": ({"type": "integer", "minimum": 1}, "requests allowed in the caller's one-minute window"),
+    "RateLimit-Remaining": ({"type": "integer", "minimum": 0}, "requests left in the window"),
+    "RateLimit-Reset": ({"type": "integer", "minimum": 1, "maximum": WINDOW}, "seconds until the window resets"),
+}
 
 
 class ErrorBody(Out):
@@ -102,12 +110,21 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     success: dict[str, Any] = {"description": _STATUS_TEXT[op.status], "headers": request_id}
     if op.response is not None:
         success["content"] = {"application/json": {"schema": refs[op.response]}}
+    if op.rate_limit != "none":
+        success["headers"] = {**request_id, **_rate_limit_headers(required=True)}
     responses = {str(op.status): success}
-    codes = {400, 413} | ({401} if op.auth != "none" else set()) | set(op.errors)
-    for code in sorted(codes):
+    codes = {400, 413} | ({401} if op.auth != "none" else set()) | ({429} if op.rate_limit != "none" else set())
+    for code in sorted(codes | set(op.errors)):
+        headers = {**request_id, **({"Retry-After": {"schema": {"type": "string"}}} if code == 429 else {})}
+        if op.rate_limit != "none":
+            headers.update(_rate_limit_headers(required=code == 429))
         responses[str(code)] = {
-            "description": _STATUS_TEXT[code],
-            "headers": {**request_id, **({"Retry-After": {"schema": {"type": "string"}}} if code == 429 else {})},
+            "description": _STATUS_TEXT[code], "headers": headers,
             "content": {"application/json": {"schema": refs[Error]}},
         }
     return responses
+
+
+def _rate_limit_headers(*, required: bool) -> dict[str, Any]:
+    return {name: {"required": required, "schema": schema, "description": description}
+            for name, (schema, description) in _RATE_LIMIT_HEADERS.items()}

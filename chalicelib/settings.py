@@ -38,6 +38,9 @@ class Settings:
     password_lanes: int
     login_max_failures: int
     login_failure_window: int
+    rate_limit_user_per_minute: int
+    rate_limit_agent_per_minute: int
+    rate_limit_auth_per_minute: int
     invitation_ttl: int
     allowed_origins: tuple[str, ...]
     encryption_keys: tuple[tuple[str, bytes], ...]
@@ -72,6 +75,9 @@ class Settings:
             password_lanes=reader.integer("PASSWORD_HASH_LANES", 1, minimum=1),
             login_max_failures=reader.integer("LOGIN_MAX_FAILURES", 10, minimum=1),
             login_failure_window=reader.seconds("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60),
+            rate_limit_user_per_minute=reader.integer("RATE_LIMIT_USER_PER_MINUTE", 700, minimum=1),
+            rate_limit_agent_per_minute=reader.integer("RATE_LIMIT_AGENT_PER_MINUTE", 6000, minimum=1),
+            rate_limit_auth_per_minute=reader.integer("RATE_LIMIT_AUTH_PER_MINUTE", 60, minimum=1),
             invitation_ttl=reader.seconds("INVITATION_TTL_SECONDS", 7 * 86400),
             allowed_origins=reader.origins("ALLOWED_ORIGINS"),
             encryption_keys=reader.encryption_keys("ENCRYPTION_KEY"),

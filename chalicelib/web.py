@@ -20,7 +20,7 @@ from chalice.app import Blueprint, Response
 from chalice.app import Request
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import errors, idempotency
+from chalicelib import errors, idempotency, ratelimits
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings, get_settings
 from chalicelib.store.table import request_scope
@@ -35,6 +35,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _local = threading.local()
 
 Auth = Literal["user", "agent", "none"]
+# Whose requests a route counts (see chalicelib/ratelimits.py): the authenticated principal's, the client
+# address's (login and registration, before any principal exists), or none.
+RateLimit = Literal["principal", "address", "none"]
 B = TypeVar("B", bound=BaseModel)
 
 
@@ -93,6 +96,7 @@ class Operation:
     headers: tuple[str, ...]
     idempotent: bool
     permission: str | None
+    rate_limit: RateLimit
 
 
 Authenticator = Callable[[Settings, str, dict[str, str]], Principal]
@@ -137,6 +141,7 @@ class Router:
         headers: tuple[str, ...] = (),
         idempotent: bool = False,
         permission: str | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> Callable[[Callable[[Call[Any]], Any]], Callable[[Call[Any]], Any]]:
         def declare(handler: Callable[[Call[Any]], Any]) -> Callable[[Call[Any]], Any]:
             operation = Operation(
@@ -144,7 +149,7 @@ class Router:
                 summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip().splitlines()[0],
                 body=body, query=query, response=response, errors=errors,
                 headers=(*headers, "Idempotency-Key") if idempotent else headers, idempotent=idempotent,
-                permission=permission,
+                permission=permission, rate_limit=rate_limit or ("none" if auth == "none" else "principal"),
             )
             self.operations.append(operation)
 
@@ -169,9 +174,15 @@ def _serve(operation: Operation, request: Request, params: dict[str, str]) -> Re
 
 
 def _serve_in_scope(operation: Operation, request: Request, params: dict[str, str]) -> Response:
+    quota: ratelimits.Quota | None = None
     try:
         settings = get_settings()
         principal = _authenticate(operation.auth, settings, request, params)
+        source_ip = (request.context.get("identity") or {}).get("sourceIp", "")
+        if operation.rate_limit != "none":
+            quota = ratelimits.take(settings, principal=principal if operation.rate_limit == "principal" else None,
+                                    address=source_ip)
+            quota.enforce()
         call: Call[Any] = Call(
             settings=settings,
             params=params,
@@ -179,21 +190,24 @@ def _serve_in_scope(operation: Operation, request: Request, params: dict[str, st
             query=_parse_query(operation.query, request),
             principal=principal,
             headers={k.lower(): v for k, v in request.headers.items()},
-            source_ip=(request.context.get("identity") or {}).get("sourceIp", ""),
+            source_ip=source_ip,
         )
         if operation.permission is not None and principal is not None:
             call.membership = _authorizers[0](principal, params["org_id"], operation.permission)
         key = call.headers.get(idempotency.HEADER)
         if not (operation.idempotent and key is not None and principal is not None):
-            return _response(_answer(operation, call))
-        answer = idempotency.run(
-            settings, scope=f"{principal.kind}:{principal.id}", key=key,
-            request_fingerprint=idempotency.fingerprint(request.method, request.path, _raw_body(request)),
-            execute=lambda: _answer(operation, call),
-        )
-        return _response(answer)
+            response = _response(_answer(operation, call))
+        else:
+            response = _response(idempotency.run(
+                settings, scope=f"{principal.kind}:{principal.id}", key=key,
+                request_fingerprint=idempotency.fingerprint(request.method, request.path, _raw_body(request)),
+                execute=lambda: _answer(operation, call),
+            ))
     except errors.AppError as e:
-        return error_response(e)
+        response = error_response(e)
+    if quota is not None:
+        response.headers.update(quota.headers)
+    return response
 
 
 def _answer(operation: Operation, call: Call[Any]) -> idempotency.Answer:

@@ -25,6 +25,14 @@ class _Handler(ChaliceRequestHandler):
     # delayed ACK of the headers, which adds ~40 ms to every keep-alive response.
     disable_nagle_algorithm = True
 
+    def _generic_handle(self) -> None:
+        # API Gateway puts the caller's address in the request context (`identity.sourceIp`, what per-address rate
+        # limits count by); chalice's local gateway always says 127.0.0.1. Each connection has its own gateway.
+        self.local_gateway.event_converter.LOCAL_SOURCE_IP = self.client_address[0]
+        super()._generic_handle()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -346,6 +346,12 @@ def stack_env(moto_endpoint: str) -> dict[str, str]:
         "ALLOWED_ORIGINS": ALLOWED_ORIGINS,
         "JOB_QUEUE_URL_TEMPLATE": f"{moto_endpoint}/123456789012/orochi-jobs-{{region}}.fifo",
         "STAGE": "test",
+        # The suite is a load generator no real caller resembles: schemathesis sends about a thousand requests a
+        # minute as one user, and several modules log in or register more than 60 times a minute from 127.0.0.1.
+        # The default limits would refuse some of those; tests of the limits start stacks with small ones.
+        "RATE_LIMIT_USER_PER_MINUTE": "1000000",
+        "RATE_LIMIT_AGENT_PER_MINUTE": "1000000",
+        "RATE_LIMIT_AUTH_PER_MINUTE": "1000000",
     }
 
 

@@ -115,7 +115,7 @@ def test_success_response_is_the_pydantic_models_schema(document: dict[str, Any]
 def test_error_responses_reference_the_error_shape(document: dict[str, Any], op: Operation) -> None:
     responses = _spec(document, op)["responses"]
     errors = {int(code) for code in responses if int(code) >= 400}
-    expected = {400, 413, *op.errors} | ({401} if op.auth != "none" else set())
+    expected = {400, 413, *op.errors} | ({401} if op.auth != "none" else set()) | ({429} if op.rate_limit != "none" else set())
     assert errors == expected
     for code in errors:
         assert responses[str(code)]["content"] == {"application/json": {"schema": {"$ref": SCHEMAS + "Error"}}}

@@ -9,14 +9,14 @@ router = Router(__name__, tag="auth")
 
 
 @router.route("POST", "/v1/auth/register", auth="none", status=201, body=auth.RegisterRequest,
-              response=auth.TokenResponse, errors=(404, 409))
+              response=auth.TokenResponse, errors=(404, 409), rate_limit="address")
 def register(call: Call[auth.RegisterRequest]) -> auth.TokenResponse:
     """Create an account and its organization, or join the organization of an invitation"""
     return auth.register(call.settings, call.body)
 
 
 @router.route("POST", "/v1/auth/login", auth="none", body=auth.LoginRequest, response=auth.TokenResponse,
-              errors=(401, 409, 429))
+              errors=(401, 409, 429), rate_limit="address")
 def login(call: Call[auth.LoginRequest]) -> auth.TokenResponse:
     """Exchange e-mail and password for tokens"""
     return auth.login(call.settings, call.body)

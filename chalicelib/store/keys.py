@@ -17,7 +17,7 @@ Primary keys (`pk`, `sk`):
     metrics sample    METRICS#<cluster>       <at>
     agent token       AGENT#<id>              AGENT
     idempotency key   IDEMP#<scope>#<key>     IDEMP
-    rate counter      RATE#<principal>        <window start>
+    rate counter      RATE#<caller>#<window>  RATE
 
 Sparse global secondary indexes (an item is in an index only while it has that index's attributes):
 
@@ -124,8 +124,8 @@ def idempotency(scope: str, key: str) -> Key:
     return f"IDEMP#{scope}#{key}", "IDEMP"
 
 
-def rate_counter(principal: str, window_start: int) -> Key:
-    return f"RATE#{principal}", _at(window_start)
+def rate_counter(caller: str, window_start: int) -> Key:
+    return f"RATE#{caller}#{window_start}", "RATE"
 
 
 # --- index keys ------------------------------------------------------------------------------------------------
