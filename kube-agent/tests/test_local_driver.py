@@ -23,7 +23,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psutil
 import psycopg
@@ -55,7 +55,8 @@ def root_folder() -> Iterator[Path]:
 
 @pytest.fixture
 def data_dir(root_folder: Path, request: pytest.FixtureRequest) -> Path:
-    return root_folder / request.node.name.replace("[", "-").replace("]", "")
+    name: str = request.node.name
+    return root_folder / name.replace("[", "-").replace("]", "")
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def desired(cluster_id: str, *, version: str = NEWEST, instances: int = 2, gener
     )
 
 
-def wait_until(condition: Callable[[], T], *, what: str, timeout: float = 60.0) -> T:
+def wait_until(condition: Callable[[], T | None], *, what: str, timeout: float = 60.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -88,12 +89,14 @@ def wait_until(condition: Callable[[], T], *, what: str, timeout: float = 60.0) 
         time.sleep(0.01)
 
 
-def state(data_dir: Path, cluster_id: str) -> dict:
-    return json.loads((data_dir / "clusters" / cluster_id / "state.json").read_text())
+def state(data_dir: Path, cluster_id: str) -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads((data_dir / "clusters" / cluster_id / "state.json").read_text())
+    return answer
 
 
 def port_of(data_dir: Path, cluster_id: str, name: str) -> int:
-    return next(i["port"] for i in state(data_dir, cluster_id)["instances"] if i["name"] == name)
+    port: int = next(i["port"] for i in state(data_dir, cluster_id)["instances"] if i["name"] == name)
+    return port
 
 
 def postmaster_pid(data_dir: Path, cluster_id: str, name: str) -> int:
@@ -116,6 +119,13 @@ def connect(port: int, *, password: str = "first p@ss/word", user: str = "app", 
             ) -> psycopg.Connection:
     return psycopg.connect(host="127.0.0.1", port=port, user=user, password=password, dbname=dbname,
                            connect_timeout=5, autocommit=True)
+
+
+def one(conn: psycopg.Connection, query: str) -> Any:
+    """The first column of the query's one row."""
+    row = conn.execute(query).fetchone()
+    assert row is not None, query
+    return row[0]
 
 
 def superuser(data_dir: Path, cluster_id: str, name: str) -> psycopg.Connection:
@@ -143,12 +153,12 @@ def test_two_instance_cluster_serves_writes_on_the_primary_and_reads_on_the_repl
     assert seen.endpoint is not None and seen.endpoint.host == "127.0.0.1"
     assert driver.clusters() == {"c1": 1}
     with connect(seen.endpoint.port) as primary:
-        assert primary.execute("SHOW server_version_num").fetchone()[0].startswith(version)
-        assert primary.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+        assert one(primary, "SHOW server_version_num").startswith(version)
+        assert one(primary, "SELECT pg_is_in_recovery()") is False
         primary.execute("CREATE TABLE notes AS SELECT 'hello' AS body")
     with connect(port_of(data_dir, "c1", "c1-2")) as replica:
-        assert replica.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
-        wait_until(lambda: replica.execute("SELECT to_regclass('notes')").fetchone()[0],
+        assert one(replica, "SELECT pg_is_in_recovery()") is True
+        wait_until(lambda: one(replica, "SELECT to_regclass('notes')"),
                    what="the write to reach the replica")
         assert replica.execute("SELECT body FROM notes").fetchall() == [("hello",)]
         with pytest.raises(errors.ReadOnlySqlTransaction):
@@ -197,7 +207,7 @@ def test_reapplying_an_applied_state_restarts_nothing_and_writes_nothing(driver:
     driver.apply(desired("c1"))
     files = [data_dir / "clusters" / "c1" / p for p in ("state.json", "c1-1/orochi.conf", "c1-2/orochi.conf")]
 
-    def snapshot() -> tuple:
+    def snapshot() -> tuple[object, ...]:
         with superuser(data_dir, "c1", "c1-1") as conn:
             catalog = conn.execute(
                 "SELECT pg_snapshot_xmax(pg_current_snapshot()),"
@@ -222,7 +232,7 @@ def test_a_changed_password_takes_effect_and_the_old_one_stops_working(driver: L
     seen = driver.observe("c1")
     assert seen is not None and seen.endpoint is not None and seen.generation == 2
     with connect(seen.endpoint.port, password="second password") as conn:
-        assert conn.execute("SELECT current_user").fetchone()[0] == "app"
+        assert one(conn, "SELECT current_user") == "app"
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         connect(seen.endpoint.port, password="first p@ss/word")
 
@@ -244,7 +254,7 @@ def test_a_version_it_cannot_serve_is_refused_naming_the_versions_it_serves(driv
     {"id": "../escape"},
 ])
 def test_states_it_cannot_serve_are_refused_before_anything_is_made(
-        driver: LocalDriver, data_dir: Path, change: dict) -> None:
+        driver: LocalDriver, data_dir: Path, change: dict[str, Any]) -> None:
     wanted = desired("c1").model_copy(update=change)
 
     with pytest.raises(Refused):
@@ -263,7 +273,7 @@ def test_a_size_change_restarts_every_server_with_the_new_connection_limit(
     assert not set(before) & {postmaster_pid(data_dir, "c1", name) for name in ("c1-1", "c1-2")}
     for name in ("c1-1", "c1-2"):
         with superuser(data_dir, "c1", name) as conn:
-            assert conn.execute("SHOW max_connections").fetchone()[0] == "250"
+            assert one(conn, "SHOW max_connections") == "250"
     seen = driver.observe("c1")
     assert seen is not None and (seen.phase, seen.ready_instances) == ("ready", 2)
     metrics = driver.metrics("c1")
@@ -271,7 +281,7 @@ def test_a_size_change_restarts_every_server_with_the_new_connection_limit(
 
     driver.apply(desired("c1", instances=2, memory_gb=1, generation=3))
     with superuser(data_dir, "c1", "c1-2") as conn:
-        assert conn.execute("SHOW max_connections").fetchone()[0] == "75"
+        assert one(conn, "SHOW max_connections") == "75"
     assert streaming_slots(data_dir, "c1") == {"replica_2": "streaming"}
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
@@ -320,6 +330,7 @@ def run_agent_until(data_dir: Path, wanted: DesiredState, *, line_starts: str) -
     """Apply `wanted` in another agent process and SIGKILL that process once it logs a line starting so."""
     agent = subprocess.Popen([sys.executable, "-c", AGENT, str(data_dir)], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
+    assert agent.stdin is not None and agent.stdout is not None
     try:
         agent.stdin.write(json.dumps({**wanted.model_dump(mode="json"), "password": "first p@ss/word"}) + "\n")
         agent.stdin.close()
@@ -367,9 +378,9 @@ def test_a_killed_primary_is_restarted_on_its_port_with_its_data(driver: LocalDr
     killed = postmaster_pid(data_dir, "c1", "c1-1")
 
     kill(killed)
-    seen = wait_until(lambda: (o := driver.observe("c1")) and o.ready_instances == 0 and o,
+    down = wait_until(lambda: o if (o := driver.observe("c1")) and o.ready_instances == 0 else None,
                       what="observe to see the primary down")
-    assert seen.phase == "provisioning" and "c1-1 does not answer" in (seen.message or "")
+    assert down.phase == "provisioning" and "c1-1 does not answer" in (down.message or "")
     LocalDriver(data_dir=data_dir).apply(desired("c1"))
 
     seen = driver.observe("c1")
@@ -377,7 +388,7 @@ def test_a_killed_primary_is_restarted_on_its_port_with_its_data(driver: LocalDr
     assert seen.endpoint is not None and seen.endpoint.port == port
     assert postmaster_pid(data_dir, "c1", "c1-1") != killed
     with connect(port) as conn:
-        assert conn.execute("SELECT answer FROM kept").fetchone()[0] == 42
+        assert one(conn, "SELECT answer FROM kept") == 42
 
 
 def test_observe_sees_a_killed_replica_as_degraded_until_apply_restarts_it(
@@ -385,10 +396,10 @@ def test_observe_sees_a_killed_replica_as_degraded_until_apply_restarts_it(
     driver.apply(desired("c1", instances=3))
 
     kill(postmaster_pid(data_dir, "c1", "c1-3"))
-    seen = wait_until(lambda: (o := driver.observe("c1")) and o.ready_instances < 3 and o,
+    down = wait_until(lambda: o if (o := driver.observe("c1")) and o.ready_instances < 3 else None,
                       what="observe to see the replica down")
-    assert (seen.phase, seen.ready_instances, seen.primary) == ("degraded", 2, "c1-1")
-    assert seen.message == "c1-3 does not answer"
+    assert (down.phase, down.ready_instances, down.primary) == ("degraded", 2, "c1-1")
+    assert down.message == "c1-3 does not answer"
 
     driver.apply(desired("c1", instances=3))
     seen = driver.observe("c1")
@@ -424,18 +435,19 @@ def test_metrics_come_from_the_real_servers(driver: LocalDriver, data_dir: Path)
 
     assert first is not None and second is not None
     assert first.transactions_per_second is None and first.cpu_percent is None
-    assert second.connections == first.connections + 1
+    assert first.connections is not None and second.connections == first.connections + 1
     assert second.max_connections == 100
     assert second.transactions_per_second is not None and second.transactions_per_second >= 0
     assert second.cpu_percent is not None and 0 <= second.cpu_percent <= 100
-    assert 0 < second.memory_percent <= 100
-    assert 0 < second.database_size_gb < 1
-    assert 0 < second.storage_used_gb < 1 and 0 < second.storage_used_percent < 10
+    assert second.memory_percent is not None and 0 < second.memory_percent <= 100
+    assert second.database_size_gb is not None and 0 < second.database_size_gb < 1
+    assert second.storage_used_gb is not None and 0 < second.storage_used_gb < 1
+    assert second.storage_used_percent is not None and 0 < second.storage_used_percent < 10
     assert second.replication_lag_seconds is not None and second.replication_lag_seconds >= 0
 
     tiny = LocalDriver(data_dir=data_dir, storage_bytes_per_gb=1024).metrics("c1")
     assert tiny is not None and tiny.storage_used_percent == 100
-    assert tiny.storage_used_gb > 1000
+    assert tiny.storage_used_gb is not None and tiny.storage_used_gb > 1000
 
 
 def test_ping_passes_and_close_can_stop_every_server(data_dir: Path) -> None:

@@ -12,11 +12,12 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol, TypedDict, cast
 from urllib.parse import quote, urlencode
 
 import kubernetes
 from kubernetes.client import ApiClient, ApiException, Configuration
+from kubernetes.client.rest import RESTResponse
 from kubernetes.watch.watch import iter_resp_lines
 
 FIELD_MANAGER = "orochi-agent"
@@ -89,24 +90,41 @@ class KubeError(Exception):
         self.causes, self.retry_after = causes, retry_after
 
 
+class WatchEvent(TypedDict, total=False):
+    """One event of a watch, as the API server sends it (an ERROR event is raised as KubeError, not yielded)."""
+
+    type: Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]
+    object: dict[str, Any]
+
+
+class _Stream(Protocol):
+    """What a watch uses of the urllib3 response under it (only clients.api imports urllib3)."""
+
+    def release_conn(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
 class Watch:
-    """The events of one watch request ({"type", "object"} dicts, bookmarks included), until the server ends it.
+    """The events of one watch request (bookmarks included), until the server ends it.
 
     Raises KubeError on an ERROR event (status 410 when the resourceVersion is too old: relist) and when the
     stream breaks. `close()` ends it from another thread.
     """
 
-    def __init__(self, response: Any, *, what: str) -> None:
+    def __init__(self, response: _Stream, *, what: str) -> None:
         self._response, self._what = response, what
         self._closed = False
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[WatchEvent]:
         complete = False
         try:
             for line in iter_resp_lines(self._response):
                 if not line:
                     continue
-                event = json.loads(line)
+                event: WatchEvent = json.loads(line)
                 if event.get("type") == "ERROR":
                     raise _status_error(event.get("object") or {}, self._what)
                 yield event
@@ -226,7 +244,8 @@ class Kube:
         path = resource.path(namespace=namespace)
         response = self._request("watch", resource, namespace, "GET", path, query=query,
                                  timeout=(self._timeout[0], timeout_seconds + 30))
-        return Watch(response.response, what=f"watch {resource.plural}")
+        stream: _Stream = response.response  # the client leaves it unannotated: a urllib3 HTTPResponse
+        return Watch(stream, what=f"watch {resource.plural}")
 
     # Leases, for leader election
 
@@ -260,28 +279,30 @@ class Kube:
     # Plumbing
 
     def _json(self, verb: str, resource: Resource, namespace: str | None, method: str, path: str, *,
-              query: dict[str, str] | None = None, body: Any = None, content_type: str | None = None) -> Any:
+              query: dict[str, str] | None = None, body: dict[str, Any] | None = None,
+              content_type: str | None = None) -> dict[str, Any]:
         response = self._request(verb, resource, namespace, method, path, query=query, body=body,
                                  content_type=content_type, timeout=self._timeout)
         return self._decode(response, method, path)
 
-    def _decode(self, response: Any, method: str, path: str) -> Any:
+    def _decode(self, response: RESTResponse, method: str, path: str) -> dict[str, Any]:
         try:
-            data = response.read()
+            data: bytes = response.read()
         except Exception as e:
             if _transport_error(e):
                 raise KubeError(f"{method} {path}: the API server's answer broke off ({type(e).__name__})",
                                 status=None, reason=None, retryable=True) from e
             raise
         try:
-            return json.loads(data) if data else {}
+            answer = json.loads(data) if data else {}
         except ValueError as e:
             raise KubeError(f"{method} {path}: the API server answered something else than JSON",
                             status=response.status, reason=None, retryable=True) from e
+        return cast(dict[str, Any], answer)  # every path called here answers a JSON object
 
     def _request(self, verb: str, resource: Resource, namespace: str | None, method: str, path: str, *,
-                 query: dict[str, str] | None = None, body: Any = None, content_type: str | None = None,
-                 timeout: tuple[float, float]) -> Any:
+                 query: dict[str, str] | None = None, body: dict[str, Any] | None = None,
+                 content_type: str | None = None, timeout: tuple[float, float]) -> RESTResponse:
         self._count(Call(verb, resource.group, resource.plural, namespace))
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -302,7 +323,7 @@ class Kube:
             raise
         if response.status >= 400:
             try:
-                text = response.read()
+                text: bytes = response.read()
             except Exception:  # noqa: BLE001 - the status alone says enough
                 text = b""
             raise _response_error(response.status, text, f"{method} {path}", response.getheader("Retry-After"))

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:  # boto3-stubs' SQS types, a development dependency only
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import (
+        ChangeMessageVisibilityBatchRequestTypeDef, ChangeMessageVisibilityBatchResultTypeDef,
+        DeleteMessageBatchRequestTypeDef, DeleteMessageBatchResultTypeDef, GetQueueAttributesRequestTypeDef,
+        GetQueueAttributesResultTypeDef, ReceiveMessageRequestTypeDef, ReceiveMessageResultTypeDef,
+    )
 
 MAX_BATCH = 10
 
@@ -32,7 +40,7 @@ class Queue:
         self.url = url
         self.wait_seconds = wait_seconds
         self.visibility_timeout = visibility_timeout
-        self._sqs: Any = boto3.client("sqs", config=Config(
+        self._sqs: SQSClient = boto3.client("sqs", config=Config(
             retries={"mode": "standard", "max_attempts": 3},
             read_timeout=wait_seconds + 10, connect_timeout=5,
         ))
@@ -72,6 +80,21 @@ class Queue:
         policy = answer.get("Attributes", {}).get("RedrivePolicy")
         return int(json.loads(policy)["maxReceiveCount"]) if policy else None
 
+    # One overload per operation called, so that each call is checked against SQS's own request and answer types.
+    @overload
+    def _call(self, operation: Literal["receive_message"],
+              **arguments: Unpack[ReceiveMessageRequestTypeDef]) -> ReceiveMessageResultTypeDef: ...
+    @overload
+    def _call(self, operation: Literal["delete_message_batch"],
+              **arguments: Unpack[DeleteMessageBatchRequestTypeDef]) -> DeleteMessageBatchResultTypeDef: ...
+    @overload
+    def _call(self, operation: Literal["change_message_visibility_batch"],
+              **arguments: Unpack[ChangeMessageVisibilityBatchRequestTypeDef]
+              ) -> ChangeMessageVisibilityBatchResultTypeDef: ...
+    @overload
+    def _call(self, operation: Literal["get_queue_attributes"],
+              **arguments: Unpack[GetQueueAttributesRequestTypeDef]) -> GetQueueAttributesResultTypeDef: ...
+
     def _call(self, operation: str, **arguments: Any) -> Any:
         try:
             return getattr(self._sqs, operation)(**arguments)
@@ -83,7 +106,8 @@ def _chunks(messages: list[Message]) -> list[list[Message]]:
     return [messages[i:i + MAX_BATCH] for i in range(0, len(messages), MAX_BATCH)]
 
 
-def _raise_failed(answer: dict[str, Any], what: str) -> None:
+def _raise_failed(answer: DeleteMessageBatchResultTypeDef | ChangeMessageVisibilityBatchResultTypeDef,
+                  what: str) -> None:
     failed = answer.get("Failed") or []
     if failed:
         raise QueueError(f"SQS {what} refused {len(failed)} message(s): {failed[0].get('Code')}")

