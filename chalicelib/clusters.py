@@ -207,7 +207,9 @@ def mutation_out(change: lifecycle.Change) -> MutationOut:
 
 
 def cluster_out(cluster: Cluster) -> ClusterOut:
-    endpoint = EndpointOut(host=cluster.endpoint_host, port=cluster.endpoint_port) if cluster.endpoint_host else None
+    endpoint = None
+    if cluster.endpoint_host and cluster.endpoint_port:
+        endpoint = EndpointOut(host=cluster.endpoint_host, port=cluster.endpoint_port)
     return ClusterOut(
         id=cluster.id, org_id=cluster.org_id, name=cluster.name, region=cluster.region,
         postgres_version=cluster.postgres_version, size=cluster.size, instances=cluster.instances,

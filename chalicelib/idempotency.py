@@ -55,9 +55,9 @@ def run(settings: Settings, *, scope: str, key: str, request_fingerprint: str, e
     if existing is not None:
         if existing.fingerprint != request_fingerprint:
             raise errors.Unprocessable("this Idempotency-Key was used with a different request")
-        if existing.state != idempotency_records.DONE:
+        if existing.state != idempotency_records.DONE or existing.response_status is None:
             raise errors.Conflict("a request with this Idempotency-Key is still in progress")
-        return Answer(status=int(existing.response_status), body=existing.response_body or "",
+        return Answer(status=existing.response_status, body=existing.response_body or "",
                       headers=dict(existing.response_headers or {}), replayed=True)
     try:
         answer = execute()

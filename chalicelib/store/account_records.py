@@ -9,7 +9,7 @@ from pynamodb.attributes import UnicodeAttribute
 
 from chalicelib.store import keys
 from chalicelib.store.org_records import Invitation, Member, Org, add_member_in, consume_invitation_in, create_org_in
-from chalicelib.store.table import IntegerAttribute, ConditionFailed, Item, LostRace, Transaction, condition, get, transaction, written
+from chalicelib.store.table import IntegerAttribute, OptionalIntegerAttribute, ConditionFailed, Item, LostRace, Transaction, condition, get, transaction, written
 
 
 class User(Item):
@@ -30,13 +30,13 @@ class Session(Item):
     created_at = IntegerAttribute()
     last_used_at = IntegerAttribute()
     expires_at = IntegerAttribute()
-    revoked_at = IntegerAttribute(null=True)
+    revoked_at = OptionalIntegerAttribute()
 
 
 class RefreshToken(Item):
     session_id = UnicodeAttribute()
     user_id = UnicodeAttribute()
-    used_at = IntegerAttribute(null=True)
+    used_at = OptionalIntegerAttribute()
 
 
 class LoginFailures(Item):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pynamodb.attributes import UnicodeAttribute
 
 from chalicelib.store import keys
-from chalicelib.store.table import IntegerAttribute, Item, condition, get
+from chalicelib.store.table import IntegerAttribute, OptionalIntegerAttribute, Item, condition, get
 
 
 class AgentToken(Item):
@@ -14,11 +14,11 @@ class AgentToken(Item):
     region = UnicodeAttribute()
     token_hash = UnicodeAttribute()
     created_at = IntegerAttribute()
-    revoked_at = IntegerAttribute(null=True)
-    last_seen_at = IntegerAttribute(null=True)
+    revoked_at = OptionalIntegerAttribute()
+    last_seen_at = OptionalIntegerAttribute()
     agent_version = UnicodeAttribute(null=True)
     driver = UnicodeAttribute(null=True)
-    clusters = IntegerAttribute(null=True)
+    clusters = OptionalIntegerAttribute()
 
 
 def put_token(*, token_id: str, region: str, token_hash: str, at: int) -> AgentToken:

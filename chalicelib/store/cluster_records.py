@@ -18,7 +18,7 @@ from pynamodb.attributes import (
 from chalicelib.store import keys
 from chalicelib.store.org_records import Org
 from chalicelib.store.table import (
-    ConditionFailed, IntegerAttribute, Item, LostRace, Page, StartKey, Transaction, get, page, transaction, written,
+    ConditionFailed, IntegerAttribute, OptionalIntegerAttribute, Item, LostRace, Page, StartKey, Transaction, get, page, transaction, written,
 )
 
 DELETED = "deleted"
@@ -48,15 +48,15 @@ class Cluster(Item):
     observed_generation = IntegerAttribute(default=0)
     ready_instances = IntegerAttribute(default=0)
     endpoint_host = UnicodeAttribute(null=True)
-    endpoint_port = IntegerAttribute(null=True)
+    endpoint_port = OptionalIntegerAttribute()
     primary = UnicodeAttribute(null=True)
     was_running = BooleanAttribute(default=False)
     open_operations = JSONAttribute(default=dict)
-    enqueued_at = IntegerAttribute(null=True)
+    enqueued_at = OptionalIntegerAttribute()
     version = VersionAttribute()
     created_at = IntegerAttribute()
     updated_at = IntegerAttribute()
-    reported_at = IntegerAttribute(null=True)
+    reported_at = OptionalIntegerAttribute()
 
 
 class ClusterName(Item):

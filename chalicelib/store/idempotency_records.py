@@ -9,7 +9,7 @@ from __future__ import annotations
 from pynamodb.attributes import JSONAttribute, UnicodeAttribute
 
 from chalicelib.store import keys
-from chalicelib.store.table import IntegerAttribute, Item, LostRace, get, written
+from chalicelib.store.table import IntegerAttribute, OptionalIntegerAttribute, Item, LostRace, get, written
 
 IN_PROGRESS = "in_progress"
 DONE = "done"
@@ -18,11 +18,11 @@ DONE = "done"
 class IdempotencyRecord(Item):
     fingerprint = UnicodeAttribute()
     state = UnicodeAttribute()
-    response_status = IntegerAttribute(null=True)
+    response_status = OptionalIntegerAttribute()
     response_body = UnicodeAttribute(null=True)
     response_headers = JSONAttribute(null=True)
     expires_at = IntegerAttribute()
-    in_progress_until = IntegerAttribute(null=True)
+    in_progress_until = OptionalIntegerAttribute()
     holder = UnicodeAttribute(null=True)
 
 

@@ -10,7 +10,7 @@ from pynamodb.attributes import UnicodeAttribute
 
 from chalicelib.clock import now
 from chalicelib.store import keys
-from chalicelib.store.table import IntegerAttribute, Item, Page, StartKey, Transaction, condition, get, page, transaction
+from chalicelib.store.table import IntegerAttribute, OptionalIntegerAttribute, Item, Page, StartKey, Transaction, condition, get, page, transaction
 
 OWNER = "owner"
 
@@ -19,7 +19,7 @@ class Org(Item):
     id = UnicodeAttribute()
     name = UnicodeAttribute()
     owner_count = IntegerAttribute(default=0)
-    cluster_count = IntegerAttribute(null=True)
+    cluster_count = OptionalIntegerAttribute()
     created_at = IntegerAttribute()
     updated_at = IntegerAttribute()
 

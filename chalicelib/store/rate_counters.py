@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from chalicelib.store import keys
-from chalicelib.store.table import IntegerAttribute, Item, written
+from chalicelib.store.table import Item, OptionalIntegerAttribute, written
 
 
 class RateCounter(Item):
-    requests = IntegerAttribute(null=True, attr_name="count")
+    requests = OptionalIntegerAttribute(attr_name="count")
 
 
 def take(caller: str, *, window_start: int, limit: int, expires_at: int) -> int | None:

@@ -38,6 +38,23 @@ class IntegerAttribute(Attribute[int]):
         return int(value)
 
 
+class OptionalIntegerAttribute(Attribute[int | None]):
+    """An IntegerAttribute that may be absent (None), typed so: pynamodb types `null=True` attributes as never None."""
+
+    attr_type = NUMBER
+
+    def __init__(self, *, attr_name: str | None = None) -> None:
+        super().__init__(null=True, attr_name=attr_name)
+
+    def serialize(self, value: int | None) -> str:
+        if value is None:  # pynamodb leaves an absent attribute out of the item and never asks
+            raise ValueError("an absent attribute has no stored form")
+        return str(int(value))
+
+    def deserialize(self, value: str) -> int | None:
+        return int(value)
+
+
 # pynamodb's Index.__init_subclass__ carries no annotations, hence the ignores on the three index classes.
 class Gsi1(GlobalSecondaryIndex["Item"]):  # type: ignore[no-untyped-call]  # pynamodb's Index.__init_subclass__ is unannotated
     class Meta:
@@ -79,7 +96,7 @@ class Item(Model):
     gsi2sk = UnicodeAttribute(null=True)
     gsi3pk = UnicodeAttribute(null=True)
     gsi3sk = UnicodeAttribute(null=True)
-    expires_ttl = IntegerAttribute(null=True)
+    expires_ttl = OptionalIntegerAttribute()
     gsi1 = Gsi1()
     gsi2 = Gsi2()
     gsi3 = Gsi3()
