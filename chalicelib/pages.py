@@ -41,7 +41,11 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode unpadded URL-safe base64, refusing any other spelling of the same bytes (e.g. other padding bits)."""
+    decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(decoded) != text:
+        raise ValueError("not the canonical encoding")
+    return decoded
 
 
 def seal(settings: Settings, last_key: StartKey | None, *, listing: str) -> str | None:

@@ -99,8 +99,11 @@ def test_an_issued_cursor_pages_on_and_a_tampered_one_is_invalid(stack: Stack, l
     token = lists.token(name, lists.owner)
     assert stack.call("GET", f"{lists.paths[name]}?limit=1&cursor={cursor}", token=token).status_code == 200
     payload, _, mac = cursor.partition(".")
-    flipped = mac[:-1] + ("A" if mac[-1] != "A" else "B")
-    for tampered in (f"{payload}.{flipped}", payload, f"{payload[:-2]}.{mac}", cursor + "x"):
+    middle = len(mac) // 2
+    flipped = mac[:middle] + ("A" if mac[middle] != "A" else "B") + mac[middle + 1:]
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    padding_bits = mac[:-1] + last[last.index(mac[-1]) ^ 1]  # the same bytes spelled another way
+    for tampered in (f"{payload}.{flipped}", f"{payload}.{padding_bits}", payload, f"{payload[:-2]}.{mac}", cursor + "x"):
         assert_invalid_cursor(stack.call("GET", f"{lists.paths[name]}?limit=1&cursor={tampered}", token=token))
 
 

@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from chalicelib.store import keys
 from conftest import Stack, cluster_body, clusters_path, new_stack, until
 
 HELD_TARGET = "DynamoDB_20120810.TransactWriteItems"
-FUNCTION_TIMEOUT = 30
+FUNCTION_TIMEOUT = 300  # long enough that no load makes the survivor start after the claim expired
 
 
 class HoldingProxy(ThreadingHTTPServer):
@@ -105,10 +106,14 @@ def test_a_key_claimed_by_a_killed_server_is_free_again_after_the_function_timeo
         assert while_it_could_run.status_code == 409, while_it_could_run.text
         assert "in progress" in while_it_could_run.json()["error"]["message"]
 
-        survivor.advance_clock(FUNCTION_TIMEOUT - 5)
+        # The dead request's claim holds until its start plus the function timeout, on the clock that wrote it.
+        claim = survivor.raw_item(keys.idempotency(f"user:{owner.user_id}", key["Idempotency-Key"]))
+        assert claim is not None
+        held_until = int(claim["in_progress_until"]["N"])
+        survivor.advance_clock(held_until - survivor.now() - 10)
         assert survivor.post_cluster(owner, body, key).status_code == 409
 
-        survivor.advance_clock(10)
+        survivor.advance_clock(held_until - survivor.now() + 1)
         retried = survivor.post_cluster(owner, body, key)
         assert retried.status_code == 202, retried.text
         replayed = survivor.post_cluster(owner, body, key)
