@@ -243,3 +243,38 @@ def test_a_user_scale_starts_the_cooldown_too(stack: Stack, owner: Account) -> N
     post_samples(stack, cluster["id"], [values(cpu=99)] * 6)
     fire_autoscaler(stack)
     assert stack.get_cluster(owner, cluster["id"])["instances"] == 2
+
+
+def test_storage_trending_to_full_within_the_cooldown_grows_before_the_threshold(stack: Stack, owner: Account) -> None:
+    cluster = running_cluster(stack, owner, storage_gb=20, autoscaling=POLICY)
+    growing = [values(cpu=50, connections=50, used_gb=10 + i * 0.55) for i in range(11)]  # 15.5 GB: 77.5 %, 1.1 GB/min
+    post_samples(stack, cluster["id"], growing)
+    fire_autoscaler(stack)
+    grown = stack.get_cluster(owner, cluster["id"])
+    assert grown["storage_gb"] == 25
+    reason = operations(stack, owner, cluster["id"])[0]["reason"]
+    assert reason.startswith("storage_used_gb 15.50 of 20 growing 1.100 GB/min: full in "), reason
+    assert "within the cooldown of 300 s" in reason and reason.endswith("20 → 25 GB"), reason
+
+
+def test_a_candidate_whose_samples_stopped_leaves_the_index_without_a_change(stack: Stack, owner: Account) -> None:
+    cluster = running_cluster(stack, owner, instances=1, autoscaling=POLICY)
+    post_samples(stack, cluster["id"], [values(cpu=91)] * 3)  # a run of 60 s: due when it reaches 120 s
+    assert stack.raw_item(keys.autoscale_state(cluster["id"]))["gsi3pk"]["S"] == "AUTOSCALE#nyc1"
+    stack.advance_clock(200)  # no sample since: the run is stale
+    fire_autoscaler(stack)
+    assert "gsi3pk" not in stack.raw_item(keys.autoscale_state(cluster["id"]))
+    assert stack.get_cluster(owner, cluster["id"])["instances"] == 1
+
+
+def test_removing_the_policy_drops_the_cluster_from_the_candidates(stack: Stack, owner: Account) -> None:
+    cluster = running_cluster(stack, owner, instances=1, autoscaling=POLICY)
+    post_samples(stack, cluster["id"], [values(cpu=91)] * 6)
+    removed = stack.call("PATCH", cluster_path(owner.org_id, cluster["id"]), token=owner.access_token,
+                         json={"autoscaling": None})
+    assert removed.status_code == 202, removed.text
+    settle(stack, owner, removed.json()["cluster"])
+    fire_autoscaler(stack)
+    assert "gsi3pk" not in stack.raw_item(keys.autoscale_state(cluster["id"]))
+    after = stack.get_cluster(owner, cluster["id"])
+    assert (after["instances"], after["generation"]) == (1, 2)
