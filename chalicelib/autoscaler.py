@@ -57,7 +57,8 @@ def observe(settings: Settings, clusters: dict[str, Cluster], samples: list[Samp
         previous = State.from_json(before.state) if before is not None else None
         state = previous
         for sample in sorted(taken, key=lambda s: s.at):
-            state = fold(state, policy, Reading.of(sample.at, sample.values), max_gap=settings.autoscale_max_sample_gap,
+            reading = Reading.of(sample.at, sample.values, storage_gb=cluster.storage_gb)
+            state = fold(state, policy, reading, max_gap=settings.autoscale_max_sample_gap,
                          trend_window=settings.autoscale_trend_window)
         assert state is not None
         due = due_at(policy, state, _facts(cluster)) if _settled(cluster) else None

@@ -122,10 +122,13 @@ class Reading:
     storage_used_gb: float | None
 
     @classmethod
-    def of(cls, at: int, values: dict[str, int | float]) -> Reading:
+    def of(cls, at: int, values: dict[str, int | float], *, storage_gb: int | None = None) -> Reading:
+        """With `storage_gb`, a sample giving only `storage_used_percent` (of that size) counts as its GB."""
         connections, limit = values.get("connections"), values.get("max_connections")
         percent = 100.0 * connections / limit if connections is not None and limit else None
-        cpu, used = values.get("cpu_percent"), values.get("storage_used_gb")
+        cpu, used, used_percent = values.get("cpu_percent"), values.get("storage_used_gb"), values.get("storage_used_percent")
+        if used is None and used_percent is not None and storage_gb is not None:
+            used = used_percent * storage_gb / 100
         return cls(at=at, cpu_percent=None if cpu is None else float(cpu), connections_percent=percent,
                    storage_used_gb=None if used is None else float(used))
 

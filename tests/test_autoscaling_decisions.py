@@ -155,6 +155,15 @@ def test_a_sample_older_than_the_latest_is_ignored_and_a_new_policy_restarts_the
     assert restarted.high == {} and restarted.last_at == T0 + 90
 
 
+def test_a_sample_with_only_the_storage_percent_counts_against_the_size_it_was_taken_at() -> None:
+    reading = Reading.of(T0, {"storage_used_percent": 85.0}, storage_gb=20)
+    assert reading.storage_used_gb == 17.0
+    p = policy()
+    facts = Facts(instances=1, storage_gb=20, instances_changed_at=None, storage_changed_at=None)
+    decision = decide(p, folded([reading], p), facts, now=T0, max_gap=MAX_GAP)
+    assert decision is not None and decision.storage_gb == 25
+
+
 def test_state_survives_its_stored_form() -> None:
     p = policy()
     state = folded(series(*[load(cpu=91, used_gb=10 + i) for i in range(30)]), p)
