@@ -1,6 +1,6 @@
 """How a cluster and its operations move, from creation to tombstone: the one home of every transition.
 
-A change (create, update, scale, delete — a user's or, later, the autoscaler's) bumps the generation,
+A change (create, update, scale, delete — a user's or the autoscaler's (`autoscaler`)) bumps the generation,
 opens an operation and enqueues a job for the region's agent. The agent's status reports settle
 operations; the scheduled sweep re-enqueues generations nobody observed and fails operations past
 their deadline. The cluster record tracks its open operations (id → generation, status) so a report
