@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from chalicelib import catalog, crypto, errors, pages, storage_tiers
+from chalicelib import autoscaler, catalog, crypto, errors, pages, storage_tiers
 from chalicelib.clock import now
 from chalicelib.clusters import DATABASE, DATABASE_OWNER, database_password
 from chalicelib.principal import Principal
@@ -198,7 +198,10 @@ def desired_state(settings: Settings, agent: Principal, cluster_id: str) -> Desi
 
 
 def ingest_metrics(settings: Settings, agent: Principal, batch: MetricsBatch) -> MetricsAccepted:
-    """Store samples of the region's clusters with a TTL; a sample of any other cluster refuses the batch."""
+    """Store samples of the region's clusters with a TTL; a sample of any other cluster refuses the batch.
+
+    The samples of autoscaled clusters also move their autoscaling state (see `autoscaler.observe`).
+    """
     at = now()
     clusters = cluster_records.clusters_by_id([s.cluster_id for s in batch.samples])
     for index, sample in enumerate(batch.samples):
@@ -209,8 +212,7 @@ def ingest_metrics(settings: Settings, agent: Principal, batch: MetricsBatch) ->
         if sample.at > at + MAX_CLOCK_SKEW or sample.at < at - settings.metrics_retention:
             raise errors.Invalid("sample time out of range", details=[{
                 "field": f"samples.{index}.at", "message": "must be within the retention window and not in the future"}])
-    cluster_records.put_metrics(
-        [cluster_records.Sample(s.cluster_id, s.at, s.values.model_dump(exclude_none=True)) for s in batch.samples],
-        retention=settings.metrics_retention,
-    )
+    samples = [cluster_records.Sample(s.cluster_id, s.at, s.values.model_dump(exclude_none=True)) for s in batch.samples]
+    cluster_records.put_metrics(samples, retention=settings.metrics_retention)
+    autoscaler.observe(settings, clusters, samples)
     return MetricsAccepted(accepted=len(batch.samples))

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from chalicelib import catalog, crypto, errors, lifecycle, pages, storage_tiers
+from chalicelib.autoscaling import AutoscalingPolicy, stored_policy
 from chalicelib.clock import now
 from chalicelib.orgs import require
 from chalicelib.settings import Settings
@@ -36,20 +37,6 @@ ClusterName = Annotated[str, StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,38}[
 Cidr = Annotated[str, StringConstraints(max_length=43), AfterValidator(_network)]
 Instances = Annotated[int, Field(ge=catalog.INSTANCES_MIN, le=catalog.INSTANCES_MAX)]
 StorageGb = Annotated[int, Field(ge=1)]
-
-
-class AutoscalingPolicy(Body):
-    enabled: bool = True
-    min_instances: Instances
-    max_instances: Instances
-    target_cpu_percent: Annotated[int, Field(ge=20, le=95)] = 70
-    max_storage_gb: StorageGb | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> AutoscalingPolicy:
-        if self.min_instances > self.max_instances:
-            raise ValueError("min_instances must not exceed max_instances")
-        return self
 
 
 def _settings(info: ValidationInfo) -> Settings | None:
@@ -179,6 +166,7 @@ class OperationOut(Out):
     actor: str
     generation: int
     error: str | None = None
+    reason: str | None = None
     created_at: int
     updated_at: int
 
@@ -216,7 +204,7 @@ def cluster_out(cluster: Cluster) -> ClusterOut:
         storage_gb=cluster.storage_gb, status=cluster.status, status_message=cluster.status_message,  # type: ignore[arg-type]  # stored as a plain string; pydantic checks the Literal
         generation=cluster.generation, observed_generation=cluster.observed_generation,
         ready_instances=cluster.ready_instances, endpoint=endpoint,
-        autoscaling=AutoscalingPolicy.model_validate(cluster.autoscaling) if cluster.autoscaling else None,
+        autoscaling=stored_policy(cluster.autoscaling) if cluster.autoscaling else None,
         storage_tiers=storage_tiers.masked(cluster.storage_tiers), ip_allowlist=list(cluster.ip_allowlist or []),
         deletion_protection=cluster.deletion_protection, created_at=cluster.created_at, updated_at=cluster.updated_at,
     )
@@ -225,7 +213,7 @@ def cluster_out(cluster: Cluster) -> ClusterOut:
 def operation_out(operation: Operation) -> OperationOut:
     return OperationOut(
         id=operation.id, cluster_id=operation.cluster_id, kind=operation.kind, status=operation.status,  # type: ignore[arg-type]  # stored as a plain string; pydantic checks the Literal
-        actor=operation.actor, generation=operation.generation, error=operation.error,
+        actor=operation.actor, generation=operation.generation, error=operation.error, reason=operation.reason,
         created_at=operation.created_at, updated_at=operation.updated_at,
     )
 
@@ -254,7 +242,7 @@ def create(settings: Settings, member: Member, body: ClusterCreate) -> lifecycle
         db_password=crypto.cipher(settings).encrypt(secrets.token_urlsafe(32), context=_password_context(cluster_id)),
         created_at=at,
     )
-    _check_autoscaling(cluster)
+    _check_autoscaling(cluster, policy_given=True)
     return lifecycle.create(settings, cluster, actor=_actor(member))
 
 
@@ -298,7 +286,7 @@ def update(settings: Settings, member: Member, cluster_id: str, body: ClusterPat
             cluster.ip_allowlist = body.ip_allowlist or []
         if "autoscaling" in given:
             cluster.autoscaling = body.autoscaling.model_dump() if body.autoscaling else None
-            _check_autoscaling(cluster)
+            _check_autoscaling(cluster, policy_given=True)
         if "storage_tiers" in given:
             cluster.storage_tiers = storage_tiers.seal(settings, cluster.id, body.storage_tiers)
         if "deletion_protection" in given and body.deletion_protection is not None:
@@ -308,13 +296,27 @@ def update(settings: Settings, member: Member, cluster_id: str, body: ClusterPat
     return _change(settings, member, cluster_id, kind="update", edit=edit, if_match=if_match)
 
 
-def _check_autoscaling(cluster: Cluster) -> None:
-    """Storage may never exceed what the autoscaling policy allows it to grow to."""
-    policy = cluster.autoscaling
-    if policy and policy.get("max_storage_gb") is not None and policy["max_storage_gb"] < cluster.storage_gb:
+def _check_autoscaling(cluster: Cluster, *, policy_given: bool = False) -> None:
+    """While an enabled policy holds, instances stay within its range and storage never above its storage.max_gb.
+
+    The details name the policy's field when the policy is what was given, else the cluster's.
+    """
+    if not cluster.autoscaling:
+        return
+    policy = stored_policy(cluster.autoscaling)
+    if policy.enabled and not policy.min_instances <= cluster.instances <= policy.max_instances:
+        bound = "min_instances" if cluster.instances < policy.min_instances else "max_instances"
         raise errors.Unprocessable(
-            "autoscaling.max_storage_gb is below the cluster's storage_gb",
-            details=[{"field": "autoscaling.max_storage_gb", "message": "must be at least storage_gb"}],
+            f"autoscaling keeps this cluster between {policy.min_instances} and {policy.max_instances} instances; "
+            f"it has {cluster.instances}: scale it or change the policy",
+            details=[{"field": f"autoscaling.{bound}" if policy_given else "instances",
+                      "message": "outside the autoscaling policy's range"}],
+        )
+    max_gb = policy.storage.max_gb
+    if policy.enabled and policy.storage.enabled and max_gb is not None and cluster.storage_gb > max_gb:
+        raise errors.Unprocessable(
+            f"autoscaling.storage.max_gb ({max_gb} GB) is below the cluster's storage_gb ({cluster.storage_gb} GB)",
+            details=[{"field": "autoscaling.storage.max_gb", "message": "must be at least storage_gb"}],
         )
 
 
@@ -330,13 +332,6 @@ def scale(settings: Settings, member: Member, cluster_id: str, body: ScaleReques
         if body.size is not None:
             cluster.size = body.size
         if body.instances is not None:
-            policy = cluster.autoscaling or {}
-            if policy.get("enabled") and not policy["min_instances"] <= body.instances <= policy["max_instances"]:
-                raise errors.Unprocessable(
-                    f"autoscaling keeps this cluster between {policy['min_instances']} and {policy['max_instances']} "
-                    "instances; change the policy first",
-                    details=[{"field": "instances", "message": "outside the autoscaling policy's range"}],
-                )
             cluster.instances = body.instances
         _check_autoscaling(cluster)
         return None

@@ -1,6 +1,6 @@
 """How a cluster and its operations move, from creation to tombstone: the one home of every transition.
 
-A change (create, update, scale, delete — a user's or, later, the autoscaler's) bumps the generation,
+A change (create, update, scale, delete — a user's or the autoscaler's (`autoscaler`)) bumps the generation,
 opens an operation and enqueues a job for the region's agent. The agent's status reports settle
 operations; the scheduled sweep re-enqueues generations nobody observed and fails operations past
 their deadline. The cluster record tracks its open operations (id → generation, status) so a report
@@ -67,7 +67,8 @@ def _operation_id(at_ns: int) -> str:
     return f"op_{at_ns // 1000:014x}{secrets.token_hex(5)}"
 
 
-def _begin(settings: Settings, cluster: Cluster, *, kind: str, actor: str, at: int) -> Operation:
+def _begin(settings: Settings, cluster: Cluster, *, kind: str, actor: str, at: int,
+           reason: str | None = None) -> Operation:
     """Bump `cluster` to a new generation for `kind` and return the pending operation that tracks it."""
     cluster.generation += 1
     cluster.updated_at = cluster.enqueued_at = at
@@ -78,7 +79,8 @@ def _begin(settings: Settings, cluster: Cluster, *, kind: str, actor: str, at: i
     elif cluster.status != "provisioning":
         cluster.status = "pending"
     operation = cluster_records.new_operation(operation_id=_operation_id(time.time_ns()), cluster=cluster, kind=kind,
-                                              actor=actor, deadline=at + settings.operation_deadline, at=at)
+                                              actor=actor, deadline=at + settings.operation_deadline, at=at,
+                                              reason=reason)
     cluster.open_operations = {**cluster.open_operations,
                                operation.id: {"generation": cluster.generation, "status": "pending"}}
     return operation
@@ -113,13 +115,15 @@ def create(settings: Settings, cluster: Cluster, *, actor: str) -> Change:
 
 def change(
     settings: Settings, load: Callable[[], Cluster], *, kind: str, edit: Callable[[Cluster], str | None],
-    if_match: str | None, actor: str,
+    if_match: str | None, actor: str, reason: str | None = None,
 ) -> Change:
     """Apply `edit` to the latest record as one conditional write that bumps the generation, then enqueue.
 
     `load` reads the cluster (raising NotFound); `edit` changes it in place (raising a domain error to
     refuse) and returns the previous name when it renamed the cluster. With If-Match, a cluster that
     changed since the caller read it is 412; without, a concurrent write is retried on the fresh record.
+    A change of instances or storage is timed on the record (the autoscaler's cooldown starts there);
+    `reason`, when given, says on the operation why the change was made.
     """
     def attempt() -> Change:
         cluster = load()
@@ -128,8 +132,13 @@ def change(
         if cluster.status == "deleting":
             raise errors.Conflict("the cluster is being deleted")
         at = now()
+        instances, storage_gb = cluster.instances, cluster.storage_gb
         renamed_from = edit(cluster)
-        operation = _begin(settings, cluster, kind=kind, actor=actor, at=at)
+        if cluster.instances != instances:
+            cluster.instances_changed_at = at
+        if cluster.storage_gb != storage_gb:
+            cluster.storage_changed_at = at
+        operation = _begin(settings, cluster, kind=kind, actor=actor, at=at, reason=reason)
         try:
             cluster_records.save(cluster, new_operations=(operation,), renamed_from=renamed_from, at=at)
         except StaleVersion:

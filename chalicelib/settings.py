@@ -57,6 +57,8 @@ class Settings:
     operation_deadline: int
     metrics_retention: int
     tombstone_retention: int
+    autoscale_max_sample_gap: int
+    autoscale_trend_window: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -94,6 +96,8 @@ class Settings:
             operation_deadline=reader.seconds("OPERATION_DEADLINE_SECONDS", 60 * 60),
             metrics_retention=reader.seconds("METRICS_RETENTION_SECONDS", 7 * 86400),
             tombstone_retention=reader.seconds("TOMBSTONE_RETENTION_SECONDS", 30 * 86400),
+            autoscale_max_sample_gap=reader.seconds("AUTOSCALE_MAX_SAMPLE_GAP_SECONDS", 90),
+            autoscale_trend_window=reader.integer("AUTOSCALE_TREND_WINDOW_SECONDS", 3600, minimum=600),
         )
         if settings.refresh_idle_ttl > settings.refresh_absolute_ttl:
             raise SettingsError("REFRESH_IDLE_TTL_SECONDS must not exceed REFRESH_ABSOLUTE_TTL_SECONDS")

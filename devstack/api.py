@@ -44,7 +44,7 @@ def main() -> None:
     from chalicelib import clock
 
     if args.clock_file is not None:
-        clock.use(_offset_clock(args.clock_file))
+        clock.use(offset_clock(args.clock_file))
 
     # As chalice's create_local_server does: keep `current_request` per thread, or concurrent requests read
     # each other's body and headers (the Authorization header included).
@@ -55,7 +55,9 @@ def main() -> None:
     server.serve_forever()
 
 
-def _offset_clock(path: Path) -> Callable[[], float]:
+def offset_clock(path: Path) -> Callable[[], float]:
+    """The system clock plus the offset in seconds that `path` holds (read on every call)."""
+
     def offset_time() -> float:
         try:
             offset = float(path.read_text() or 0)

@@ -1,5 +1,6 @@
 """A real `orochi-agent` process with the local driver, for one region of a test `Stack`.
 
+The agent runs from this tree's kube-agent/ (PYTHONPATH), not from wherever the package is installed.
 Its servers' data lives in a folder of its own under /tmp (0755: the servers' unprivileged user must be able
 to traverse it; pytest's tmp_path is not). The servers are found for inspection as PostgreSQL itself lists
 them: each data directory's `postmaster.pid` (line 1 the pid, line 4 the port).
@@ -50,7 +51,9 @@ class LocalAgent:
             **stack.env, **FAST,
             "OROCHI_API_URL": stack.url, "OROCHI_AGENT_TOKEN": stack.agent(region), "OROCHI_REGION": region,
             "OROCHI_QUEUE_URL": stack.queue_url(region), "OROCHI_DRIVER": "local",
-            "OROCHI_HEALTH_PORT": str(self.health_port), "OROCHI_LOCAL_DATA_DIR": str(data_dir), **overrides,
+            "OROCHI_HEALTH_PORT": str(self.health_port), "OROCHI_LOCAL_DATA_DIR": str(data_dir),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "kube-agent"), stack.env.get("PYTHONPATH")) if p),
+            **overrides,
         }
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -234,8 +234,11 @@ def test_cluster_name_is_free_again_once_the_agent_reports_deletion(stack: Stack
 
 
 def test_create_takes_storage_tiers_autoscaling_allowlist_and_deletion_protection(stack: Stack, owner: Account) -> None:
-    autoscaling = {"enabled": True, "min_instances": 1, "max_instances": 4, "target_cpu_percent": 60,
-                   "max_storage_gb": 200}
+    autoscaling = {"enabled": True, "min_instances": 1, "max_instances": 4,
+                   "scale_up": {"cpu_percent": 60, "connections_percent": 80, "for_seconds": 120},
+                   "scale_down": {"cpu_percent": 20, "connections_percent": 30, "for_seconds": 600},
+                   "cooldown_seconds": 300,
+                   "storage": {"enabled": True, "threshold_percent": 80, "increment_percent": 25, "max_gb": 200}}
     cold = s3_target("cold-secret-" + uuid.uuid4().hex)
     frozen = s3_target("frozen-secret-" + uuid.uuid4().hex, endpoint="http://minio.internal:9000", bucket="frozen-data")
     del frozen["prefix"]
@@ -262,7 +265,7 @@ def test_create_takes_storage_tiers_autoscaling_allowlist_and_deletion_protectio
      "storage_tiers.cold.bucket"),
     ({"storage_tiers": {"cold": s3_target("x", endpoint="ftp://s3.example.com")}}, "storage_tiers.cold.endpoint"),
     ({"storage_tiers": {"cold": s3_target("")}}, "storage_tiers.cold.secret_access_key"),
-    ({"autoscaling": {"min_instances": 5, "max_instances": 2}}, "autoscaling"),
+    ({"autoscaling": {"min_instances": 5, "max_instances": 2}}, "autoscaling.min_instances"),
     ({"autoscaling": {"min_instances": 1, "max_instances": 10}}, "autoscaling.max_instances"),
     ({"autoscaling": {"min_instances": 1, "max_instances": 3, "target_cpu_percent": 5}},
      "autoscaling.target_cpu_percent"),
@@ -333,7 +336,11 @@ def test_each_patch_changes_its_field_and_bumps_the_generation(stack: Stack, own
         ({"name": "renamed"}, {"name": "renamed"}),
         ({"ip_allowlist": ["198.51.100.0/24"]}, {"ip_allowlist": ["198.51.100.0/24"]}),
         ({"autoscaling": {"min_instances": 1, "max_instances": 3}},
-         {"autoscaling": {"enabled": True, "min_instances": 1, "max_instances": 3, "target_cpu_percent": 70}}),
+         {"autoscaling": {"enabled": True, "min_instances": 1, "max_instances": 3,
+                          "scale_up": {"cpu_percent": 75, "connections_percent": 80, "for_seconds": 120},
+                          "scale_down": {"cpu_percent": 25, "connections_percent": 30, "for_seconds": 600},
+                          "cooldown_seconds": 300,
+                          "storage": {"enabled": False, "threshold_percent": 80, "increment_percent": 25}}}),
         ({"storage_tiers": {"cold": s3_target(secret)}},
          {"storage_tiers": {"cold": {**s3_target(secret), "secret_access_key": S3_MASK}}}),
         ({"deletion_protection": True}, {"deletion_protection": True}),
@@ -431,12 +438,12 @@ def test_scale_cannot_shrink_storage(stack: Stack, owner: Account) -> None:
 @pytest.mark.parametrize(("scale", "field"), [
     ({"instances": 5}, "instances"),
     ({"instances": 1}, "instances"),
-    ({"storage_gb": 60}, "autoscaling.max_storage_gb"),
+    ({"storage_gb": 60}, "autoscaling.storage.max_gb"),
 ])
 def test_scale_outside_the_autoscaling_policy_is_refused(
     stack: Stack, owner: Account, scale: dict[str, Any], field: str,
 ) -> None:
-    policy = {"min_instances": 2, "max_instances": 4, "max_storage_gb": 50}
+    policy = {"min_instances": 2, "max_instances": 4, "storage": {"max_gb": 50}}
     cluster = stack.create_cluster(owner, instances=2, storage_gb=20, autoscaling=policy)["cluster"]
     response = stack.call("POST", cluster_path(owner.org_id, cluster["id"]) + "/scale", token=owner.access_token,
                           json=scale)
@@ -448,9 +455,9 @@ def test_scale_outside_the_autoscaling_policy_is_refused(
 
 def test_create_with_storage_above_the_autoscaling_ceiling_is_refused(stack: Stack, owner: Account) -> None:
     response = stack.post_cluster(owner, cluster_body(storage_gb=100, autoscaling={
-        "min_instances": 1, "max_instances": 3, "max_storage_gb": 50}))
+        "min_instances": 1, "max_instances": 3, "storage": {"max_gb": 50}}))
     assert response.status_code == 422, response.text
-    assert error_fields(response) == ["autoscaling.max_storage_gb"]
+    assert error_fields(response) == ["autoscaling.storage.max_gb"]
     assert stack.listing(clusters_path(owner.org_id), owner.access_token) == []
 
 

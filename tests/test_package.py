@@ -144,11 +144,12 @@ def test_each_region_has_a_fifo_job_queue_with_a_fifo_dead_letter_queue(template
     assert len(queues) == 2 * len(expected)
 
 
-def test_reaper_runs_every_minute(template):
+@pytest.mark.parametrize("handler", ["app.reap", "app.autoscale"])
+def test_the_reaper_and_the_autoscaler_run_every_minute(template, handler):
     functions = resources(template, "AWS::Serverless::Function")
-    reapers = [f for f in functions.values() if f["Properties"]["Handler"] == "app.reap"]
-    assert len(reapers) == 1
-    events = reapers[0]["Properties"]["Events"].values()
+    scheduled = [f for f in functions.values() if f["Properties"]["Handler"] == handler]
+    assert len(scheduled) == 1
+    events = scheduled[0]["Properties"]["Events"].values()
     schedules = [e["Properties"]["Schedule"] for e in events if e["Type"] == "Schedule"]
     assert schedules == ["rate(1 minute)"]
 
@@ -157,7 +158,7 @@ def test_every_function_starts_with_the_table_queues_and_secrets(template):
     table_name, _ = the_table(template)
     queues = {q["Properties"]["QueueName"] for q in resources(template, "AWS::SQS::Queue").values()}
     functions = resources(template, "AWS::Serverless::Function")
-    assert {f["Properties"]["Handler"] for f in functions.values()} == {"app.app", "app.reap"}
+    assert {f["Properties"]["Handler"] for f in functions.values()} == {"app.app", "app.reap", "app.autoscale"}
     for name, function in functions.items():
         variables = dict(function["Properties"]["Environment"]["Variables"])
         assert variables["TABLE_NAME"] == {"Ref": table_name}, name

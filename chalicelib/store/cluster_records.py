@@ -53,6 +53,8 @@ class Cluster(Item):
     was_running = BooleanAttribute(default=False)
     open_operations = JSONAttribute(default=dict)
     enqueued_at = OptionalIntegerAttribute()
+    instances_changed_at = OptionalIntegerAttribute()  # the last change of instances (not the creation)
+    storage_changed_at = OptionalIntegerAttribute()  # the last change of storage_gb
     version = VersionAttribute()
     created_at = IntegerAttribute()
     updated_at = IntegerAttribute()
@@ -72,6 +74,7 @@ class Operation(Item):
     actor = UnicodeAttribute()
     generation = IntegerAttribute()
     error = UnicodeAttribute(null=True)
+    reason = UnicodeAttribute(null=True)  # why it was made, when its actor says (the autoscaler does)
     deadline = IntegerAttribute()
     created_at = IntegerAttribute()
     updated_at = IntegerAttribute()
@@ -96,11 +99,12 @@ def new_cluster(cluster_id: str, **fields: Any) -> Cluster:
     return Cluster(*keys.cluster(cluster_id), id=cluster_id, **fields)
 
 
-def new_operation(*, operation_id: str, cluster: Cluster, kind: str, actor: str, deadline: int, at: int) -> Operation:
+def new_operation(*, operation_id: str, cluster: Cluster, kind: str, actor: str, deadline: int, at: int,
+                  reason: str | None = None) -> Operation:
     gsi2pk, gsi2sk = keys.open_operation(deadline, cluster.id, operation_id)
     return Operation(
         *keys.operation(cluster.id, operation_id), id=operation_id, cluster_id=cluster.id, org_id=cluster.org_id,
-        kind=kind, status="pending", actor=actor, generation=cluster.generation, deadline=deadline,
+        kind=kind, status="pending", actor=actor, generation=cluster.generation, deadline=deadline, reason=reason,
         created_at=at, updated_at=at, gsi2pk=gsi2pk, gsi2sk=gsi2sk,
     )
 

@@ -14,6 +14,7 @@ Primary keys (`pk`, `sk`):
     cluster           CLUSTER#<id>            CLUSTER
     operation         CLUSTER#<id>            OP#<sortable id>
     audit entry       CLUSTER#<id>            AUDIT#<at>#<id>
+    autoscaling state CLUSTER#<id>            AUTOSCALE
     metrics sample    METRICS#<cluster>       <at>
     agent token       AGENT#<id>              AGENT
     idempotency key   IDEMP#<scope>#<key>     IDEMP
@@ -27,6 +28,7 @@ Sparse global secondary indexes (an item is in an index only while it has that i
     gsi2  live clusters by region   REGION#<region>            <id>
           open operations           OPENOPS                    <deadline>#<cluster>#<operation>
     gsi3  unsettled clusters        UNSETTLED#<region>         <last enqueued at>#<id>
+          autoscaling candidates    AUTOSCALE#<region>         <decision due at>#<id>
 
 Times in keys are epoch seconds, zero-padded to 10 digits so they sort as strings.
 """
@@ -101,6 +103,10 @@ def operation(cluster_id: str, operation_id: str) -> Key:
 
 def audit_entry(cluster_id: str, at: int, entry_id: str) -> Key:
     return f"CLUSTER#{cluster_id}", f"AUDIT#{_at(at)}#{entry_id}"
+
+
+def autoscale_state(cluster_id: str) -> Key:
+    return f"CLUSTER#{cluster_id}", "AUTOSCALE"
 
 
 def metrics_partition(cluster_id: str) -> str:
@@ -184,3 +190,12 @@ def unsettled_of_region(region: str) -> str:
 
 def unsettled_cluster(region: str, enqueued_at: int, cluster_id: str) -> Key:
     return unsettled_of_region(region), f"{_at(enqueued_at)}#{cluster_id}"
+
+
+def autoscale_candidates_of_region(region: str) -> str:
+    """gsi3: a region's clusters for which an autoscaling decision may be due, by when."""
+    return f"AUTOSCALE#{region}"
+
+
+def autoscale_candidate(region: str, due_at: int, cluster_id: str) -> Key:
+    return autoscale_candidates_of_region(region), f"{_at(due_at)}#{cluster_id}"

@@ -2,6 +2,9 @@
 
 A report carries the generation the driver last applied, so the API never lets it overwrite a newer one;
 within the agent, one lock per cluster keeps a report from overtaking the one a reconcile sends.
+Samples are stamped on the API's clock: each heartbeat's `server_time` tells how far the API's clock is from
+this host's, and an offset of CLOCK_TOLERANCE seconds or more is applied to the samples' `at` (the API refuses
+samples from its future and the autoscaler times its windows by them).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from orochi_agent.telemetry import Telemetry
 log = logging.getLogger("orochi_agent.observe")
 MAX_BATCH = 500
 MAX_UNSENT = 5000
+CLOCK_TOLERANCE = 2.0
 
 
 class Probes:
@@ -99,6 +103,7 @@ class Observer:
         self._api, self._driver, self._reporter = api, driver, reporter
         self._telemetry, self._probes, self._stop = telemetry, probes, stop
         self._unsent: list[MetricsSample] = []
+        self._clock_offset = 0.0  # the API's clock minus this host's, as the last heartbeat measured it
 
     def report_status(self) -> None:
         """Observe each applied cluster not being reconciled right now, and report what changed."""
@@ -117,7 +122,7 @@ class Observer:
 
     def send_metrics(self) -> None:
         """A sample of every applied cluster, sent in batches; what the API could not take is sent next time."""
-        at = int(time.time())
+        at = int(time.time() + self._clock_offset)
         for cluster_id, generation in self._driver.clusters().items():
             if generation == 0:
                 continue
@@ -149,8 +154,12 @@ class Observer:
 
     def heartbeat(self) -> None:
         try:
-            self._api.heartbeat(Heartbeat(agent_version=__version__, driver=self._driver.name,
-                                          clusters=len(self._driver.clusters())))
+            sent = time.time()
+            answer = self._api.heartbeat(Heartbeat(agent_version=__version__, driver=self._driver.name,
+                                                   clusters=len(self._driver.clusters())))
+            offset = answer.server_time + 0.5 - (sent + time.time()) / 2  # server_time is truncated to the second
+            if abs(offset - self._clock_offset) >= CLOCK_TOLERANCE:
+                self._clock_offset = offset if abs(offset) >= CLOCK_TOLERANCE else 0.0
             self._probes.ok("api")
         except ApiError as e:
             self._probes.fail("api", str(e))
