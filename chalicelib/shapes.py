@@ -72,7 +72,7 @@ def _message(value: str) -> str:
 MultilineText = Annotated[str, StringConstraints(max_length=1000), AfterValidator(_message),
                           Documented({"pattern": MESSAGE_PATTERN})]
 
-# E-mail addresses, exactly as sent (no surrounding spaces): ASCII, a dot-atom local part and a host name under a
+# E-mail addresses (spaces around them are dropped): ASCII, a dot-atom local part and a host name under a
 # top-level domain of letters (no punycode). The local part holds at most 32 characters besides its dots, so it
 # stays within the 64 the RFC allows (the pattern itself states that: a length rule beside it, `allOf`, slows
 # generation from the document fourfold). The domain fits in maxLength. Whatever the pattern lets through, bar special-use
@@ -81,10 +81,10 @@ MultilineText = Annotated[str, StringConstraints(max_length=1000), AfterValidato
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = (r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,2}[A-Za-z0-9])?"
           r"|[A-Za-z0-9][A-Za-z0-9-](?:[A-Za-z0-9][A-Za-z0-9-]|-[A-Za-z0-9])[A-Za-z0-9-]{0,58}[A-Za-z0-9])")
-EMAIL_PATTERN = rf"^{_ATEXT}(?:{_ATEXT}|\.{_ATEXT}){{0,31}}@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}$"
+EMAIL_PATTERN = rf"^ *{_ATEXT}(?:{_ATEXT}|\.{_ATEXT}){{0,31}}@(?:{_LABEL}\.)+[A-Za-z]{{2,63}} *$"
 # email-validator's SPECIAL_USE_DOMAIN_NAMES, in any case.
 EMAIL_SPECIAL_USE = (r"\.(?:[Aa][Rr][Pp][Aa]|[Ii][Nn][Vv][Aa][Ll][Ii][Dd]|[Ll][Oo][Cc][Aa][Ll](?:[Hh][Oo][Ss][Tt])?"
-                     r"|[Oo][Nn][Ii][Oo][Nn]|[Tt][Ee][Ss][Tt])$")
+                     r"|[Oo][Nn][Ii][Oo][Nn]|[Tt][Ee][Ss][Tt]) *$")
 
 
 def _email(value: str) -> str:
@@ -95,13 +95,14 @@ def _email(value: str) -> str:
     import email_validator  # on first use: starting the API does not need it
 
     try:
-        return str(email_validator.validate_email(value, check_deliverability=False).normalized)
+        return str(email_validator.validate_email(value.strip(), check_deliverability=False).normalized)
     except email_validator.EmailNotValidError as e:
         raise ValueError(str(e)) from None
 
 
+# No `format: email` in the document: its checkers read the spaces around an address as part of it.
 Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(_email), Documented({
-    "format": "email", "pattern": EMAIL_PATTERN, "not": {"pattern": EMAIL_SPECIAL_USE},
+    "pattern": EMAIL_PATTERN, "not": {"pattern": EMAIL_SPECIAL_USE},
 })]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[!-~]+$")]

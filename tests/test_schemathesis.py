@@ -7,9 +7,8 @@ authentication enforced (`ignored_auth`), and so on. The document states exactly
 
 Two runs: hypothesis fuzzing through schemathesis' Python API (`operation.as_strategy`, one pytest
 test per operation and mode, steered at the user's own organization half the time so the happy paths
-run too), and schemathesis' CLI with `--checks all` for its coverage phase (boundary values, missing and
-mistyped fields, unexpected methods) and its stateful phase (links between operations, which
-`use_after_free` and `ensure_resource_availability` need). schemathesis' own pytest loader for a schema
+run too), and schemathesis' CLI with `--checks all` for its coverage and stateful phases
+(tests/test_schemathesis_cli.py, on a stack of its own so the two run side by side). schemathesis' own pytest loader for a schema
 known only at run time (`schemathesis.pytest.from_fixture`) fails under pytest 9 (it reads
 `Function._nodeid`), hence plain hypothesis around `as_strategy`.
 
@@ -19,8 +18,6 @@ schemathesis; `max_response_time` needs a limit, and tests do not time answers.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,40 +130,3 @@ def _fresh_session(stack: Stack, account: Account) -> str:
     response = stack.call("POST", "/v1/auth/login", json={"email": account.email, "password": account.password})
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
-
-
-# TRACE (and QUERY) never reach the app: chalice's local server answers them itself with an HTML 501.
-CLI_CONFIG = CONFIG + """
-[phases.coverage]
-unexpected-methods = ["get", "put", "post", "delete", "options", "patch"]
-
-[parameters]
-"""
-
-
-@pytest.mark.parametrize("principal", ["user", "agent"])
-def test_coverage_and_stateful_phases_find_nothing(
-    stack: Stack, world: World, tmp_path: Path, principal: str,
-) -> None:
-    known = "".join(f'"path.{name}" = "{value}"\n' for name, value in world.known.items() if name != "user_id")
-    (tmp_path / "schemathesis.toml").write_text(CLI_CONFIG + known)
-    if principal == "agent":
-        token, selection = world.agent_token, ["--include-tag", "agent"]
-    else:
-        # Logging out would end the session every other operation runs with; the fuzzing above covers it.
-        token = _fresh_session(stack, world.user)
-        selection = ["--exclude-tag", "agent", "--exclude-path", "/v1/auth/logout"]
-    # One worker: with several, hypothesis' lambda descriptions call ast.parse from many threads, which CPython 3.11
-    # can fail with "SystemError: AST constructor recursion depth mismatch".
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("schemathesis")), "--config-file", "schemathesis.toml", "--no-color",
-            "run", f"{stack.url}/openapi.json", "--phases", "examples,coverage,stateful", "--workers", "1", *selection,
-            "--checks", "all", "--mode", "all", "--max-examples", str(MAX_EXAMPLES),
-            "--header", f"Authorization: Bearer {token}", "--generation-database", "none", "--request-timeout", "30",
-        ],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "Coverage" in result.stdout and "Stateful" in result.stdout and "passed" in result.stdout, result.stdout[-3000:]
-    assert "Authentication failed" not in result.stdout, result.stdout[-3000:]
