@@ -36,7 +36,6 @@ BAD_POLICIES = [
     ({"scale_up": {"connections_percent": 30}}, "autoscaling.scale_down.connections_percent"),
     ({"scale_up": {"for_seconds": 30}}, "autoscaling.scale_up.for_seconds"),
     ({"scale_down": {"for_seconds": 59}}, "autoscaling.scale_down.for_seconds"),
-    ({"scale_up": {"for_seconds": 900}, "scale_down": {"for_seconds": 600}}, "autoscaling.scale_down.for_seconds"),
     ({"cooldown_seconds": 10}, "autoscaling.cooldown_seconds"),
     ({"min_instances": 3, "max_instances": 2}, "autoscaling.min_instances"),
     ({"min_instances": 0}, "autoscaling.min_instances"),
