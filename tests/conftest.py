@@ -12,6 +12,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ import boto3
 import pytest
 import requests
 
-from devstack.ports import free_port, wait_for_port
+from devstack.ports import NotListening, free_port, wait_for_port
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,29 +38,52 @@ ENCRYPTION_KEY = "t1:" + base64.b64encode(b"k" * 32).decode()
 ALLOWED_ORIGINS = "http://localhost:3000,http://localhost:5173"
 
 
-def until(check: Callable[[], T | None], *, timeout: float = 120, what: str = "the condition") -> T:
-    """Poll `check` until it returns something truthy, and return that; fail naming `what` after `timeout` seconds."""
+def until(check: Callable[[], T | None], *, timeout: float = 120, what: str = "the condition", every: float = 0.05) -> T:
+    """Poll `check` every `every` seconds until it returns something truthy, and return that; fail naming `what`
+    after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = check()
         if value:
             return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
 
 
-def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, process=process)
+def start(args: list[str], env: dict[str, str], port: int, *, what: str, log: Path) -> subprocess.Popen[bytes]:
+    """`python *args`, its output in `log`, once it accepts connections on `port` (an error naming `what` and
+    quoting `log` if it exits first or does not within 120 s)."""
+    with log.open("ab") as output:
+        process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=output, stderr=output)
+    try:
+        wait_for_port(port, process=process, what=what, log=log, timeout=120)
+    except NotListening:
+        stop(process)
+        raise
     return process
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait(timeout=30)
+
+
+def run_module(module: str, *args: str, env: dict[str, str], clock_file: Path | None = None, check: bool = True,
+               timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`python -m module *args` in the repository with `env`, on the clock of `clock_file` if given (as a Stack's
+    API reads it); with `check`, an error quoting its stderr when it exits non-zero."""
+    command = [sys.executable, "-m", module, *args]
+    if clock_file is not None:
+        command = [sys.executable, str(ROOT / "tests" / "clocked.py"), str(clock_file), module, *args]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"python -m {module} {' '.join(args)} exited with {done.returncode}:\n{done.stderr}")
+    return done
 
 
 def aws_client(env: dict[str, str], service: str) -> Any:
@@ -109,22 +133,30 @@ class AgentToken(NamedTuple):
 class Stack:
     """One API process over the shared moto server, with its own table and settings."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, own_clock: bool = False) -> None:
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.clock_file = Path(tempfile.mkdtemp(prefix="orochi-clock-")) / "offset"
+        self.folder = Path(tempfile.mkdtemp(prefix="orochi-stack-"))
+        self.clock_file = self.folder / "clock-offset"
+        self.log = self.folder / "api.log"
+        self.own_clock = own_clock
         self._clock_offset = 0.0
-        subprocess.run([sys.executable, "-m", "devstack.bootstrap"], cwd=ROOT, env=env, check=True, capture_output=True)
+        run_module("devstack.bootstrap", env=env)
         self.process = start(["-m", "devstack.api", "--port", str(self.port), "--clock-file", str(self.clock_file)],
-                             env, self.port)
+                             env, self.port, what=f"the API on table {env['TABLE_NAME']}", log=self.log)
         self.http = requests.Session()
         self._agents: dict[str, str] = {}
 
     def advance_clock(self, seconds: float) -> None:
-        """Move this API's clock `seconds` forward (it never goes back): what tests do instead of sleeping."""
+        """Move this API's clock `seconds` forward (it never goes back): what tests do instead of sleeping. Only on
+        a stack of the test's own (`own_stack`), so that no other test sees its time jump."""
+        assert self.own_clock, "advance_clock on a shared stack: use the own_stack fixture"
+        assert seconds >= 0, "the clock never goes back"
         self._clock_offset += seconds
-        self.clock_file.write_text(str(self._clock_offset))
+        written = self.clock_file.with_suffix(".new")
+        written.write_text(str(self._clock_offset))
+        written.replace(self.clock_file)  # atomic: the API never reads a half-written offset
 
     def now(self) -> int:
         """This API's clock, as its records and tokens read it."""
@@ -139,7 +171,7 @@ class Stack:
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
-        return self.http.request(method, self.url + path, json=json, data=data, headers=all_headers, timeout=30)
+        return self.http.request(method, self.url + path, json=json, data=data, headers=all_headers, timeout=60)
 
     def listing(self, path: str, token: str, *, limit: int = 100) -> list[dict[str, Any]]:
         """Every item of a cursor-paginated listing (`path` may carry a query), following `next_cursor` to the end;
@@ -197,6 +229,13 @@ class Stack:
             access_token=body["access_token"], refresh_token=body["refresh_token"],
         )
 
+    def refresh(self, account: Account) -> Account:
+        """`account` with the tokens of a refresh of its session (after moving the clock past its access token)."""
+        response = self.call("POST", "/v1/auth/refresh", json={"refresh_token": account.refresh_token})
+        assert response.status_code == 200, response.text
+        account.access_token, account.refresh_token = response.json()["access_token"], response.json()["refresh_token"]
+        return account
+
     # --- clusters, as a user ------------------------------------------------------------------------------------
 
     def post_cluster(self, account: Account, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
@@ -235,9 +274,13 @@ class Stack:
     # --- agents: tokens from the operator command, status reports -----------------------------------------------
 
     def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`python -m chalicelib.admin *args` on this stack's table; the finished command, whatever its exit code."""
-        return subprocess.run([sys.executable, "-m", "chalicelib.admin", *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=120)
+        """`python -m chalicelib.admin *args` on this stack's table and clock; the finished command, whatever its
+        exit code."""
+        return run_module("chalicelib.admin", *args, env=self.env, clock_file=self.clock_file, check=False)
+
+    def run(self, module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """`python -m module *args` with this stack's environment (or `env`) on its clock; fails unless it exits 0."""
+        return run_module(module, *args, env=env or self.env, clock_file=self.clock_file)
 
     def agent_token(self, region: str = "nyc1") -> AgentToken:
         """A new agent token of `region` from the operator command: the id ends its first line, the token its output."""
@@ -282,6 +325,7 @@ class Stack:
     def close(self) -> None:
         self.http.close()
         stop(self.process)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def send_together(stack: Stack, method: str, path: str, bodies: list[Any], *, token: str | None = None,
@@ -305,7 +349,7 @@ def send_together(stack: Stack, method: str, path: str, bodies: list[Any], *, to
 
     def send(connection: http.client.HTTPConnection, body: Any) -> tuple[int, Any]:
         payload = json.dumps(body).encode() if body is not None else None
-        barrier.wait()
+        barrier.wait(timeout=60)
         connection.request(method, path, body=payload, headers=all_headers)
         response = connection.getresponse()
         raw = response.read()
@@ -320,9 +364,11 @@ def send_together(stack: Stack, method: str, path: str, bodies: list[Any], *, to
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    process = start(["-m", "devstack.moto_server", "--port", str(port)], dict(os.environ), port)
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    process = start(["-m", "devstack.moto_server", "--port", str(port)], dict(os.environ), port,
+                    what="the moto server", log=log)
     yield f"http://127.0.0.1:{port}"
     stop(process)
 
@@ -344,11 +390,26 @@ def stack_env(moto_endpoint: str) -> dict[str, str]:
     }
 
 
-def new_stack(stack_env: dict[str, str], **overrides: str) -> Stack:
+def new_stack(stack_env: dict[str, str], *, own_clock: bool = False, **overrides: str) -> Stack:
     """An API process on a fresh table and fresh queues, with `overrides` on top of the test settings."""
     name = f"orochi-{uuid.uuid4().hex[:8]}"
     queues = f"{stack_env['AWS_ENDPOINT_URL']}/123456789012/{name}-jobs-{{region}}.fifo"
-    return Stack({**stack_env, "TABLE_NAME": name, "JOB_QUEUE_URL_TEMPLATE": queues, **overrides})
+    return Stack({**stack_env, "TABLE_NAME": name, "JOB_QUEUE_URL_TEMPLATE": queues, **overrides}, own_clock=own_clock)
+
+
+@pytest.fixture
+def own_stack(stack_env: dict[str, str]) -> Iterator[Callable[..., Stack]]:
+    """`own_stack(**overrides)`: an API of this test's alone, on a fresh table, with those settings; the only kind of
+    stack whose clock a test may move (`Stack.advance_clock`), since no other test sees it."""
+    stacks: list[Stack] = []
+
+    def make(**overrides: str) -> Stack:
+        stacks.append(new_stack(stack_env, own_clock=True, **overrides))
+        return stacks[-1]
+
+    yield make
+    for stack in stacks:
+        stack.close()
 
 
 @pytest.fixture(scope="session")

@@ -274,7 +274,7 @@ class Running:
         started = time.monotonic()
         self.agent.stop.set()
         self.thread.join(timeout)
-        assert not self.thread.is_alive(), "run() did not return after stop"
+        assert not self.thread.is_alive(), f"timed out after {timeout:.0f}s waiting for run() to return after stop"
         assert self.exit_code == 0
         return time.monotonic() - started
 
@@ -426,11 +426,12 @@ def test_a_job_that_outlasts_the_visibility_timeout_is_leased_and_never_redelive
 ) -> None:
     driver = ScriptedDriver()
     driver.pause()
-    agent = start_agent(driver, OROCHI_VISIBILITY_TIMEOUT_SECONDS="2")
+    # Extended every third of the timeout (4/3 s) by a whole timeout: 2.7 s of slack for a late extension.
+    agent = start_agent(driver, OROCHI_VISIBILITY_TIMEOUT_SECONDS="4")
     cluster_id = create(stack, owner, region)["cluster"]["id"]
 
     wait_until(lambda: driver.active(cluster_id) == 1, "the apply to start")
-    wait_until(lambda: agent.value("orochi_agent_lease_extensions_total") >= 3, "three lease extensions",
+    wait_until(lambda: agent.value("orochi_agent_lease_extensions_total") >= 4, "four lease extensions (5.3 s)",
                every=0.1)
     assert queue_counts(sqs, region.queue_url) == (0, 1)
     driver.resume()

@@ -588,14 +588,14 @@ def new_cluster_applied_by(bed: Testbed, stack: Stack, replicas: Replicas, *,
     cluster_id = stack.create_cluster(replicas.owner, postgres_version="17", instances=1,
                                       storage_gb=10)["cluster"]["id"]
     namespace = names.namespace(cluster_id)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         taker = next((a for a in agents if a.running and a.namespaces_created() > before[a.pod]), None)
         if taker is not None and (stop_when(taker) or applied(bed, namespace, 1)):
             replicas.applied_by[taker.pod].append(cluster_id)
             return cluster_id, taker
         time.sleep(0.01)
-    raise AssertionError(f"no replica applied {cluster_id} within 60 s")
+    raise AssertionError(f"timed out after 120s waiting for a replica to apply {cluster_id}")
 
 
 def test_one_replica_holds_the_lease_runs_the_region_loops_and_both_take_jobs(
@@ -633,11 +633,11 @@ def test_a_cluster_the_other_replica_applied_runs_once_cnpg_acted_on_it(
     with operator_stopped(bed):
         write_healthy_status(bed, names.namespace(cluster_id), instances=1)
         try:
-            stack.until_status(replicas.owner, cluster_id, "running", ready=1, timeout=10)
-        except AssertionError:
+            stack.until_status(replicas.owner, cluster_id, "running", ready=1, timeout=60)
+        except AssertionError as e:
             shown = stack.find_cluster(replicas.owner, cluster_id) or {}
-            raise AssertionError(f"still {shown.get('status')}, observed generation {shown.get('observed_generation')}"
-                                 f" of {shown.get('generation')}") from None
+            raise AssertionError(f"{e}: still {shown.get('status')}, observed generation "
+                                 f"{shown.get('observed_generation')} of {shown.get('generation')}") from None
 
 
 def test_the_other_replica_takes_the_lease_when_the_leader_is_killed_mid_apply_and_the_cluster_converges(
