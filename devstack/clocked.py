@@ -1,6 +1,6 @@
 """Run a module as `python -m` does, on a test Stack's clock (the offset file its API reads, see devstack/api.py):
 
-    python tests/clocked.py CLOCK_FILE MODULE [ARGS...]
+    python -m devstack.clocked CLOCK_FILE MODULE [ARGS...]
 
 so that what runs outside the API (the reaper through devstack.scheduler, chalicelib.admin) sees the time the
 test moved the API to.
@@ -12,14 +12,12 @@ import runpy
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from chalicelib import clock
+from devstack.api import _offset_clock
 
 
 def main() -> None:
     clock_file, module, *args = sys.argv[1:]
-    sys.path.insert(0, str(ROOT))
-    from chalicelib import clock
-    from devstack.api import _offset_clock
 
     clock.use(_offset_clock(Path(clock_file)))
     sys.argv = [module, *args]
