@@ -24,22 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import (
-    Api,
-    DynamoCalls,
-    agent_token,
-    app_in_process,
-    cluster_path,
-    clusters_path,
-    create_cluster,
-    heading,
-    load_average,
-    markdown_table,
-    ms,
-    percentile,
-    reaper_event,
-    register,
-)
+from bench.counting import DynamoCalls
+from bench.inprocess import Api, agent_token, app_in_process, create_cluster, reaper_event, register
+from bench.report import heading, load_average, markdown_table, ms, percentile
+from devstack.harness import cluster_path, clusters_path
 
 HOME_REGION = "ams3"
 OTHER_REGIONS = ("nyc1", "sfo3", "fra1", "sgp1")
