@@ -48,7 +48,7 @@ FAST = {
     "OROCHI_RESYNC_INTERVAL_SECONDS": "3600",
     "OROCHI_VISIBILITY_TIMEOUT_SECONDS": "30",
     "OROCHI_DRAIN_SECONDS": "5",
-    "OROCHI_API_TIMEOUT_SECONDS": "10",
+    "OROCHI_API_TIMEOUT_SECONDS": "30",
 }
 
 
@@ -207,7 +207,7 @@ class Proxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 answer = intercept(self.command, self.path) if intercept is not None else None
                 if answer is None:
-                    forwarded = requests.request(self.command, target + self.path, data=body or None, timeout=30,
+                    forwarded = requests.request(self.command, target + self.path, data=body or None, timeout=60,
                                                  headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
                     data = forwarded.content
                     if rewrite is not None and forwarded.status_code == 200:
@@ -356,7 +356,7 @@ def start_agent(stack: Stack, region: Region, monkeypatch: pytest.MonkeyPatch, t
 
 def public(stack: Stack, owner: Account, path: str) -> requests.Response:
     """A GET as `owner`, on a connection of its own (safe from any thread)."""
-    return requests.get(stack.url + path, headers={"Authorization": f"Bearer {owner.access_token}"}, timeout=30)
+    return requests.get(stack.url + path, headers={"Authorization": f"Bearer {owner.access_token}"}, timeout=60)
 
 
 def cluster_of(stack: Stack, owner: Account, cluster_id: str) -> dict[str, Any]:

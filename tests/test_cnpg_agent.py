@@ -100,7 +100,7 @@ def deployed(bed: Testbed) -> Deployed:
             return POLICY_MESSAGE in e.body
         return False
 
-    until(policy_in_force, timeout=60, what="the admission policy to be in force for the agent's ServiceAccount")
+    until(policy_in_force, timeout=120, what="the admission policy to be in force for the agent's ServiceAccount")
     return Deployed(objects=objects, kubeconfig=kubeconfig, token=token)
 
 
@@ -230,7 +230,7 @@ def test_the_deploy_manifests_are_accepted_and_the_deployments_pods_pass_the_res
         return found if len(found) == 2 else None
 
     try:  # no kubelet: the pods stay Pending, but they were admitted in a namespace enforcing `restricted`
-        admitted = until(pods, timeout=60, what="the Deployment's 2 pods")
+        admitted = until(pods, timeout=120, what="the Deployment's 2 pods")
     except AssertionError:
         sets = bed.request("GET", f"/apis/apps/v1/namespaces/{AGENT_NAMESPACE}/replicasets?{selector}")["items"]
         pytest.fail(f"the Deployment's pods were not created: {[s.get('status') for s in sets]}")
@@ -656,7 +656,7 @@ def test_the_other_replica_takes_the_lease_when_the_leader_is_killed_mid_apply_a
     namespace = names.namespace(cluster_id)
     mid_apply = not applied(bed, namespace, 1)
 
-    until(lambda: (held := lease(bed)) and held["spec"]["holderIdentity"] == other.pod, timeout=30,
+    until(lambda: (held := lease(bed)) and held["spec"]["holderIdentity"] == other.pod, timeout=60,
           what="the other replica to take the lease")
     until(lambda: applied(bed, namespace, 1), what="the cluster applied in full by the new leader")
     cluster = bed.request("GET", cnpg_cluster(namespace))

@@ -72,7 +72,7 @@ def world(stack: Stack) -> World:
 
 @pytest.fixture(scope="module")
 def api_schema(stack: Stack) -> Any:
-    return schemathesis.openapi.from_url(f"{stack.url}/openapi.json", timeout=30)
+    return schemathesis.openapi.from_url(f"{stack.url}/openapi.json", timeout=60)
 
 
 @pytest.mark.parametrize("op", OPERATIONS, ids=_label)
@@ -101,7 +101,7 @@ def _fuzz(api_schema: Any, stack: Stack, world: World, op: Operation, mode: Gene
         else:
             token = world.user.access_token
         case.call_and_validate(base_url=stack.url, session=stack.http, headers={"Authorization": f"Bearer {token}"},
-                               checks=CHECKS, timeout=30)
+                               checks=CHECKS, timeout=60)
 
     call()
 
@@ -140,9 +140,9 @@ def test_coverage_phase_finds_no_undocumented_answer(
             str(Path(sys.executable).with_name("schemathesis")), "--config-file", "schemathesis.toml", "--no-color",
             "run", f"{stack.url}/openapi.json", "--phases", "examples,coverage", "--workers", "1", *selection,
             "--checks", ",".join(check.__name__ for check in CHECKS), "--header", f"Authorization: Bearer {token}",
-            "--generation-database", "none", "--request-timeout", "30",
+            "--generation-database", "none", "--request-timeout", "60",
         ],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "Coverage" in result.stdout and "passed" in result.stdout, result.stdout[-3000:]
