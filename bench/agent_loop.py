@@ -31,7 +31,7 @@ import psycopg
 
 from bench import postgres
 from bench.loop import EMPTY, SHORT_ROUTES, Histogram, Scrape, System
-from bench.report import banner, heading, load_average, markdown_table, percentile
+from bench.report import banner, heading, load_average, markdown_table, mib, percentile, sec
 from devstack.harness import Account, until
 
 AIM_SECONDS = 3.0
@@ -145,19 +145,21 @@ class Window:
 
 def window(system: LocalSystem, cluster_id: str, conn: psycopg.Connection, label: str,
            action: Callable[[list[float]], int]) -> Window:
-    state_file, primary = system.cluster_dir(cluster_id) / "state.json", system.cluster_dir(cluster_id) / f"{cluster_id}-1"
+    folder = system.cluster_dir(cluster_id)
+    state_file, primary = folder / "state.json", folder / f"{cluster_id}-1"
     pids, state, start = system.servers(cluster_id), postgres.digest(state_file), postgres.positions(conn)
     result = Window(label)
     before, cpu, logged = system.scrape(), system.agent_cpu(), system.api_requests()
     started = time.perf_counter()
-    with postgres.FileWatch(system.cluster_dir(cluster_id)) as watch:
+    with postgres.FileWatch(folder) as watch:
         result.jobs = action(result.applied_after)
         result.seconds = time.perf_counter() - started
     after, end, now_pids = system.scrape(), postgres.positions(conn), system.servers(cluster_id)
     result.restarts = sum(1 for n, pid in pids.items() if now_pids.get(n) != pid) + len(set(now_pids) - set(pids))
     result.wal = (postgres.lsn(end[0]) - postgres.lsn(start[0]), postgres.lsn(end[1]) - postgres.lsn(start[1]))
     result.state_same, result.file_changes = postgres.digest(state_file) == state, watch.changes
-    result.reports = after.value("orochi_agent_status_reports_total") - before.value("orochi_agent_status_reports_total")
+    reports = "orochi_agent_status_reports_total"
+    result.reports = after.value(reports) - before.value(reports)
     result.requests, result.agent_cpu = Counter(system.requests_since(logged)), system.agent_cpu() - cpu
     result.reconcile = after.histogram(HISTOGRAMS[2]) - before.histogram(HISTOGRAMS[2])
     result.job_latency = after.histogram(HISTOGRAMS[1]) - before.histogram(HISTOGRAMS[1])
@@ -211,7 +213,7 @@ def idle(system: LocalSystem, label: str, ids: list[str], seconds: float = 10.0)
     time.sleep(seconds)
     info = system.agent_process.memory_full_info()
     servers_cpu = f"{100 * (postgres.servers_cpu(folders) - servers) / seconds:.1f}" if ids else "–"
-    return [label, _mib(info.rss), _mib(info.pss), f"{100 * (system.agent_cpu() - cpu) / seconds:.1f}", servers_cpu,
+    return [label, mib(info.rss), mib(info.pss), f"{100 * (system.agent_cpu() - cpu) / seconds:.1f}", servers_cpu,
             _requests(Counter(system.requests_since(logged)))]
 
 
@@ -235,20 +237,12 @@ def fleet(system: LocalSystem, user: Account, count: int, jobs: Jobs) -> tuple[l
     servers = sum(len(system.servers(c)) for c in ids)
     down = delete_and_wait(system, user, ids, jobs)
     return memory, [["servers / processes", f"{servers} / {processes}"],
-                    ["summed PSS MiB (per server)", f"{_mib(pss)} ({_mib(pss / max(servers, 1))})"],
-                    ["summed RSS MiB (overstates shared pages)", _mib(rss)],
+                    ["summed PSS MiB (per server)", f"{mib(pss)} ({mib(pss / max(servers, 1))})"],
+                    ["summed RSS MiB (overstates shared pages)", mib(rss)],
                     [f"{count} POSTs → all running, s", f"{up_seconds:.1f}"],
                     ["each cluster's POST → running, s: p50 / max",
                      f"{percentile(list(up.values()), 50):.1f} / {max(up.values()):.1f}"],
                     [f"{count} DELETEs → all gone, s", f"{down:.1f}"]]
-
-
-def _mib(size: float) -> str:
-    return f"{size / 2**20:.1f}"
-
-
-def _sec(value: float, digits: int = 3) -> str:
-    return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _stats(values: list[float]) -> list[str]:
@@ -286,8 +280,8 @@ def print_histograms(jobs: Jobs, whole: Scrape) -> None:
     for name in HISTOGRAMS:
         subsets = [*((kind, hist[name]) for kind, hist in jobs.by_kind.items()),
                    ("whole run (every job and reconcile)", whole.histogram(name))]
-        rows += [[name.removeprefix("orochi_agent_"), kind, f"{h.count:.0f}", _sec(h.total, 2), _sec(h.mean),
-                  _sec(h.quantile(0.5)), _sec(h.quantile(0.95))] for kind, h in subsets]
+        rows += [[name.removeprefix("orochi_agent_"), kind, f"{h.count:.0f}", sec(h.total), sec(h.mean, 3),
+                  sec(h.quantile(0.5), 3), sec(h.quantile(0.95), 3)] for kind, h in subsets]
     print(markdown_table(["histogram", "jobs", "count", "sum", "mean", "p50 (buckets)", "p95 (buckets)"], rows))
 
 

@@ -38,7 +38,7 @@ import requests
 
 from bench.kube import Bed, Call, Move, kube_calls, moves
 from bench.loop import PROCESSED, SHORT_ROUTES, Histogram, Scrape, System
-from bench.report import banner, heading, load_average, markdown_table, percentile
+from bench.report import banner, heading, load_average, markdown_table, mib, percentile, sec
 from devstack.harness import Account, cluster_body, clusters_path, until
 from devstack.kube.build import CNPG_VERSION, ETCD_VERSION, KUBERNETES_VERSION, ensure_built
 from devstack.kube.testbed import Testbed
@@ -138,8 +138,8 @@ def memory(system: CnpgSystem, label: str, seconds: float = 10.0) -> list[str]:
     time.sleep(seconds)
     info, calls = system.agent_process.memory_full_info(), calls_between(system, before, logged)
     others = {n: p.memory_info().rss for n, p in system.bed.processes().items()}
-    cells = [label, _mib(info.rss), _mib(info.pss), f"{100 * (system.agent_cpu() - cpu) / seconds:.1f}",
-             _calls(calls.kube), *(_mib(others[n]) if n in others else "–" for n in OTHERS)]
+    cells = [label, mib(info.rss), mib(info.pss), f"{100 * (system.agent_cpu() - cpu) / seconds:.1f}",
+             _calls(calls.kube), *(mib(others[n]) if n in others else "–" for n in OTHERS)]
     for kind, (count, size, names) in system.bed.watched().items():
         by_name = ", ".join(f"{n}× {name}" for name, n in sorted(names.items())) if kind == "Service" else ""
         cells.append(f"{count} ({size / 1024:.0f} KiB)" + (f": {by_name}" if by_name else ""))
@@ -321,20 +321,15 @@ def single_cluster(system: CnpgSystem, user: Account, duplicates: int) -> list[S
     return steps
 
 
-def _mib(size: float) -> str:
-    return f"{size / 2**20:.1f}"
-
-
-def _sec(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
 def _per(value: float, per: float) -> str:
     return f"{value / per:.2f}".rstrip("0").rstrip(".")
 
 
 def _calls(calls: Counter[Call], per: float = 1.0) -> str:
-    return ", ".join(f"{_per(n, per)} {verb} {resource if group in ('', 'networking.k8s.io') else resource + '.' + group.split('.')[0]}"
+    def what(group: str, resource: str) -> str:
+        return resource if group in ("", "networking.k8s.io") else f"{resource}.{group.split('.')[0]}"
+
+    return ", ".join(f"{_per(n, per)} {verb} {what(group, resource)}"
                      for (verb, group, resource, _), n in sorted(calls.items(), key=lambda i: (-i[1], i[0]))) or "0"
 
 
@@ -349,17 +344,18 @@ def print_bursts(bursts: list[Burst]) -> None:
                           "Cluster objects in the apiserver", "failed attempts", "POSTs retried (409/429/503)",
                           "load average at its start"],
                          [[b.label, b.count, f"{b.posting:.1f} ({b.count / b.posting:.1f}/s)", f"{b.applied:.1f}",
-                           f"**{b.count / b.applied:.1f}**", _sec(b.steady_rate, 1), _sec(b.after_last_post, 1),
-                           _sec(b.observed, 1), f"{b.in_apiserver}/{b.count}", f"{b.calls.failed:.0f}",
+                           f"**{b.count / b.applied:.1f}**", sec(b.steady_rate, 1), sec(b.after_last_post, 1),
+                           sec(b.observed, 1), f"{b.in_apiserver}/{b.count}", f"{b.calls.failed:.0f}",
                            b.retried_posts, b.load]
                           for b in bursts]))
     print("\n" + markdown_table(
         ["burst", "reconciles", "reconcile mean, s", "p50 (buckets)", "p95 (buckets)", "applies logged",
          "the driver's apply p50, s", "p95", "max", "job receipt → deleted mean, s", "p95 (buckets)"],
-        [[b.label, f"{b.calls.reconcile.count:.0f}", _sec(b.calls.reconcile.mean, 3),
-          _sec(b.calls.reconcile.quantile(0.5), 3), _sec(b.calls.reconcile.quantile(0.95), 3), len(b.applies),
-          _sec(percentile(b.applies, 50), 3), _sec(percentile(b.applies, 95), 3), _sec(max(b.applies, default=math.nan), 3),
-          _sec(b.calls.job_latency.mean), _sec(b.calls.job_latency.quantile(0.95))] for b in bursts]))
+        [[b.label, f"{b.calls.reconcile.count:.0f}", sec(b.calls.reconcile.mean, 3),
+          sec(b.calls.reconcile.quantile(0.5), 3), sec(b.calls.reconcile.quantile(0.95), 3), len(b.applies),
+          sec(percentile(b.applies, 50), 3), sec(percentile(b.applies, 95), 3),
+          sec(max(b.applies, default=math.nan), 3),
+          sec(b.calls.job_latency.mean), sec(b.calls.job_latency.quantile(0.95))] for b in bursts]))
     roles = sorted({n for b in bursts for n in b.cpu}, key=lambda n: (n != "agent", n))
     rows = [[n, *(f"{b.cpu[n]:.1f} ({100 * b.cpu[n] / b.applied:.0f} %)" if not math.isnan(b.cpu.get(n, math.nan))
                   else "–" for b in bursts)] for n in roles]
@@ -374,9 +370,9 @@ def print_steps(steps: list[Step], bursts: list[Burst]) -> None:
     for label, jobs, c in [(s.label, s.jobs, s.calls) for s in steps] + \
             [(f"burst: {b.label} (average)", int(b.calls.processed), b.calls) for b in bursts]:
         per = c.reconcile.count or 1
-        rows.append([label, jobs, f"{c.reconcile.count:.0f}", _sec(c.requests() / per) if c.reconcile.count else "0",
+        rows.append([label, jobs, f"{c.reconcile.count:.0f}", sec(c.requests() / per) if c.reconcile.count else "0",
                      _calls(c.reconciling, per), _api(c.api, per), _calls(c.background), f"{c.reports:.0f}",
-                     _sec(c.reconcile.total * 1000 / per, 0) if c.reconcile.count else "–"])
+                     sec(c.reconcile.total * 1000 / per, 0) if c.reconcile.count else "–"])
     print(markdown_table(["reconcile", "jobs", "reconciles", "Kubernetes requests / reconcile",
                           "by verb and resource, per reconcile", "API requests by the agent (per reconcile)",
                           "background in the window (Lease, watch caches)", "status reports", "reconcile ms each"],

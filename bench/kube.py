@@ -68,7 +68,8 @@ class Bed:
         paths = ["/api/v1"] + [f"/apis/{group['preferredVersion']['groupVersion']}"
                                for group in bed.request("GET", "/apis")["groups"]]
         self.resources = [(path, r["name"]) for path in paths for r in bed.request("GET", path)["resources"]
-                          if r["namespaced"] and "list" in r["verbs"] and "/" not in r["name"] and r["name"] != "events"]
+                          if r["namespaced"] and "list" in r["verbs"] and "/" not in r["name"]
+                          and r["name"] != "events"]
 
     def snapshot(self, namespace: str) -> dict[Key, ObjectState]:
         """Every object in `namespace` (and the namespace itself): resourceVersion and managedFields entries."""

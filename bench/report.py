@@ -31,6 +31,15 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
+def sec(value: float | None, digits: int = 2) -> str:
+    """Seconds (or any figure) to `digits` places; – for an unknown one."""
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def mib(size: float) -> str:
+    return f"{size / 2**20:.1f}"
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
