@@ -37,7 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, heading, markdown_table, median, moto_stack, ms
+from bench.inprocess import moto_stack
+from bench.report import heading, markdown_table, median, ms
+from devstack.harness import ROOT
 
 # The children share this preamble so every variant measures the same span.
 _PREAMBLE = "import time; _t0 = time.perf_counter()\nimport json, sys\n"

@@ -18,29 +18,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import (
-    PASSWORD,
-    Account,
+from bench.counting import AwsCalls, DynamoCalls, sqs_client
+from bench.inprocess import (
     Api,
-    AwsCalls,
-    DynamoCalls,
     agent_token,
     app_in_process,
-    cluster_body,
-    cluster_path,
-    clusters_path,
     create_cluster,
-    heading,
     invite,
     join,
-    markdown_table,
     new_email,
     reaper_event,
     register,
     report_status,
     settle,
-    sqs_client,
 )
+from bench.report import heading, markdown_table
+from devstack.harness import Account, PASSWORD, cluster_body, cluster_path, clusters_path
 
 
 @dataclass
@@ -79,10 +72,6 @@ def scenario(name: str, *, minimum: int | None = None, how: str = "") -> Callabl
     return add
 
 
-SESSION_AND_MEMBER = ("BatchGetItem of the session and the caller's membership "
-                      "(both keys are known from the JWT and the path)")
-
-
 # --- unauthenticated and meta -----------------------------------------------------------------
 
 
@@ -110,8 +99,7 @@ def _forged(api: Api) -> Request:
 # --- accounts and sessions ----------------------------------------------------------------------
 
 
-@scenario("POST /v1/auth/register (new organization)", minimum=1,
-          how="put the session and refresh token in the account transaction (6 items) instead of a second one")
+@scenario("POST /v1/auth/register (new organization)")
 def _register(api: Api) -> Request:
     return Request("POST", "/v1/auth/register", 201, body={
         "email": new_email(), "password": PASSWORD, "name": "Bench User", "organization_name": "Bench Org",
@@ -130,30 +118,20 @@ def _register_invited(api: Api) -> Request:
     })
 
 
-# The attempt counter is claimed before the password check (store.claim_login_attempt). One UpdateItem
-# can claim it whether or not the item exists: SET count = if_not_exists(count, :zero) + :one,
-# window_start = if_not_exists(window_start, :now) under `attribute_not_exists(pk) OR (window_start >
-# :cutoff AND count < :limit)`. Only a stale window still needs the conditional PutItem.
-ONE_CLAIM = "claim the attempt with one if_not_exists UpdateItem (not a failing UpdateItem then a PutItem)"
-
-
-@scenario("POST /v1/auth/login (success)", minimum=4,
-          how=ONE_CLAIM + "; delete the counter inside the session transaction; "
-              "3 if the e-mail claim also carried the user id's password hash and profile")
+@scenario("POST /v1/auth/login (success)")
 def _login(api: Api) -> Request:
     account = register(api)
     return Request("POST", "/v1/auth/login", 200, body={"email": account.email, "password": PASSWORD})
 
 
-@scenario("POST /v1/auth/login (success after a failure)", minimum=4,
-          how="delete the counter inside the session transaction")
+@scenario("POST /v1/auth/login (success after a failure)")
 def _login_after_failure(api: Api) -> Request:
     account = register(api)
     api.call("POST", "/v1/auth/login", body={"email": account.email, "password": "wrong password!"})
     return Request("POST", "/v1/auth/login", 200, body={"email": account.email, "password": PASSWORD})
 
 
-@scenario("POST /v1/auth/login (wrong password, first failure)", minimum=3, how=ONE_CLAIM)
+@scenario("POST /v1/auth/login (wrong password, first failure)")
 def _login_first_failure(api: Api) -> Request:
     account = register(api)
     return Request("POST", "/v1/auth/login", 401, body={"email": account.email, "password": "wrong password!"})
@@ -167,14 +145,12 @@ def _login_repeat_failure(api: Api) -> Request:
     return Request("POST", "/v1/auth/login", 401, body={"email": account.email, "password": "wrong password!"})
 
 
-@scenario("POST /v1/auth/login (unknown e-mail)", minimum=2, how=ONE_CLAIM)
+@scenario("POST /v1/auth/login (unknown e-mail)")
 def _login_unknown(api: Api) -> Request:
     return Request("POST", "/v1/auth/login", 401, body={"email": new_email("nobody"), "password": PASSWORD})
 
 
-@scenario("POST /v1/auth/login (locked out, 429)", minimum=2,
-          how=ONE_CLAIM + " then the GetItem for Retry-After; 1 if the refused UpdateItem returned the old item "
-              "(ReturnValuesOnConditionCheckFailure=ALL_OLD, which pynamodb 6.1's Model.update does not expose)")
+@scenario("POST /v1/auth/login (locked out, 429)")
 def _login_locked(api: Api) -> Request:
     email = new_email("locked")
     for _ in range(10):  # LOGIN_MAX_FAILURES defaults to 10
@@ -227,19 +203,19 @@ def _get_org(api: Api) -> Request:
     return Request("GET", f"/v1/orgs/{owner.org_id}", 200, token=owner.access_token)
 
 
-@scenario("GET /v1/orgs/{id} as a non-member (404)", minimum=1, how=SESSION_AND_MEMBER)
+@scenario("GET /v1/orgs/{id} as a non-member (404)")
 def _get_org_stranger(api: Api) -> Request:
     owner, stranger = register(api), register(api)
     return Request("GET", f"/v1/orgs/{owner.org_id}", 404, token=stranger.access_token)
 
 
-@scenario("PATCH /v1/orgs/{id} (rename)", minimum=2, how=SESSION_AND_MEMBER + " + the UpdateItem")
+@scenario("PATCH /v1/orgs/{id} (rename)")
 def _rename_org(api: Api) -> Request:
     owner = register(api)
     return Request("PATCH", f"/v1/orgs/{owner.org_id}", 200, token=owner.access_token, body={"name": "Renamed"})
 
 
-@scenario("GET /v1/orgs/{id}/members", minimum=2, how=SESSION_AND_MEMBER + " + the Query")
+@scenario("GET /v1/orgs/{id}/members")
 def _list_members(api: Api) -> Request:
     owner, _ = _owner_with_member(api)
     return Request("GET", f"/v1/orgs/{owner.org_id}/members", 200, token=owner.access_token)
@@ -268,7 +244,7 @@ def _remove_member(api: Api) -> Request:
     return Request("DELETE", f"/v1/orgs/{owner.org_id}/members/{member.user_id}", 204, token=owner.access_token)
 
 
-@scenario("DELETE /v1/orgs/{id}/members/{self} (leave)", minimum=2, how=SESSION_AND_MEMBER + " + the transaction")
+@scenario("DELETE /v1/orgs/{id}/members/{self} (leave)")
 def _leave(api: Api) -> Request:
     owner, member = _owner_with_member(api)
     return Request("DELETE", f"/v1/orgs/{owner.org_id}/members/{member.user_id}", 204, token=member.access_token)
@@ -277,21 +253,21 @@ def _leave(api: Api) -> Request:
 # --- invitations ---------------------------------------------------------------------------------
 
 
-@scenario("POST /v1/orgs/{id}/invitations", minimum=2, how=SESSION_AND_MEMBER + " + the PutItem")
+@scenario("POST /v1/orgs/{id}/invitations")
 def _invite(api: Api) -> Request:
     owner = register(api)
     return Request("POST", f"/v1/orgs/{owner.org_id}/invitations", 201, token=owner.access_token,
                    body={"email": new_email("invitee"), "role": "member"})
 
 
-@scenario("GET /v1/orgs/{id}/invitations", minimum=2, how=SESSION_AND_MEMBER + " + the Query")
+@scenario("GET /v1/orgs/{id}/invitations")
 def _list_invitations(api: Api) -> Request:
     owner = register(api)
     invite(api, owner, email=new_email("invitee"))
     return Request("GET", f"/v1/orgs/{owner.org_id}/invitations", 200, token=owner.access_token)
 
 
-@scenario("DELETE /v1/orgs/{id}/invitations/{id} (revoke)", minimum=2, how=SESSION_AND_MEMBER + " + the DeleteItem")
+@scenario("DELETE /v1/orgs/{id}/invitations/{id} (revoke)")
 def _revoke_invitation(api: Api) -> Request:
     owner = register(api)
     invitation = invite(api, owner, email=new_email("invitee"))
@@ -309,7 +285,6 @@ def _accept(api: Api) -> Request:
 
 # --- clusters ------------------------------------------------------------------------------------
 
-AUTH_BATCH = "BatchGetItem of session, membership and cluster (the JWT and the path name all three)"
 IDEMPOTENT_WRITE = (
     "read the idempotency record in the same BatchGetItem as the session (its key is the caller and the header) "
     "and write it, completed, inside the mutation's transaction (attribute_not_exists), instead of a claim PutItem "
@@ -345,7 +320,7 @@ def _catalog(api: Api) -> Request:
     return Request("GET", "/v1/catalog", 200)
 
 
-@scenario("POST /v1/orgs/{org}/clusters", minimum=2, how=SESSION_AND_MEMBER + " + the transaction")
+@scenario("POST /v1/orgs/{org}/clusters")
 def _create_cluster(api: Api) -> Request:
     owner = register(api)
     return Request("POST", clusters_path(owner.org_id), 202, token=owner.access_token, body=cluster_body())
@@ -358,7 +333,7 @@ def _create_cluster_key(api: Api) -> Request:
                    headers={"idempotency-key": new_email("key")})
 
 
-@scenario("GET /v1/orgs/{org}/clusters (org with 5 clusters)", minimum=2, how=SESSION_AND_MEMBER + " + the Query")
+@scenario("GET /v1/orgs/{org}/clusters (org with 5 clusters)")
 def _list_clusters(api: Api) -> Request:
     owner = register(api)
     for _ in range(5):
@@ -366,8 +341,7 @@ def _list_clusters(api: Api) -> Request:
     return Request("GET", clusters_path(owner.org_id), 200, token=owner.access_token)
 
 
-@scenario("GET /v1/orgs/{org}/clusters?status=running (1 of 5 running)", minimum=2,
-          how=SESSION_AND_MEMBER + " + the Query (the status filter is applied after the read: all 5 are read)")
+@scenario("GET /v1/orgs/{org}/clusters?status=running (1 of 5 running)")
 def _list_clusters_filtered(api: Api) -> Request:
     owner = register(api)
     clusters = [create_cluster(api, owner)["cluster"] for _ in range(5)]
@@ -375,36 +349,34 @@ def _list_clusters_filtered(api: Api) -> Request:
     return Request("GET", clusters_path(owner.org_id) + "?status=running", 200, token=owner.access_token)
 
 
-@scenario("GET .../clusters/{id}", minimum=1, how="one " + AUTH_BATCH)
+@scenario("GET .../clusters/{id}")
 def _get_cluster(api: Api) -> Request:
     owner, cluster = _owner_and_cluster(api)
     return Request("GET", cluster_path(owner.org_id, cluster["id"]), 200, token=owner.access_token)
 
 
-@scenario("PATCH .../clusters/{id} (ip_allowlist)", minimum=2, how=AUTH_BATCH + " + the transaction")
+@scenario("PATCH .../clusters/{id} (ip_allowlist)")
 def _patch_cluster(api: Api) -> Request:
     owner, cluster = _running_cluster(api)
     return Request("PATCH", cluster_path(owner.org_id, cluster["id"]), 202, token=owner.access_token,
                    body={"ip_allowlist": ["203.0.113.0/24"]})
 
 
-@scenario("PATCH .../clusters/{id} (rename)", minimum=2, how=AUTH_BATCH + " + the transaction")
+@scenario("PATCH .../clusters/{id} (rename)")
 def _rename_cluster(api: Api) -> Request:
     owner, cluster = _running_cluster(api)
     return Request("PATCH", cluster_path(owner.org_id, cluster["id"]), 202, token=owner.access_token,
                    body={"name": f"renamed-{cluster['name']}"[:40]})
 
 
-@scenario("PATCH .../clusters/{id} (deletion_protection off)", minimum=2,
-          how=AUTH_BATCH + " + the transaction; authorize once for the stricter permission instead of reading "
-              "the membership a second time for clusters:delete")
+@scenario("PATCH .../clusters/{id} (deletion_protection off)")
 def _unprotect_cluster(api: Api) -> Request:
     owner, cluster = _running_cluster(api, deletion_protection=True)
     return Request("PATCH", cluster_path(owner.org_id, cluster["id"]), 202, token=owner.access_token,
                    body={"deletion_protection": False})
 
 
-@scenario("POST .../clusters/{id}/scale", minimum=2, how=AUTH_BATCH + " + the transaction")
+@scenario("POST .../clusters/{id}/scale")
 def _scale(api: Api) -> Request:
     owner, cluster = _running_cluster(api)
     return Request("POST", cluster_path(owner.org_id, cluster["id"]) + "/scale", 202, token=owner.access_token,
@@ -428,13 +400,13 @@ def _scale_replay(api: Api) -> Request:
     return Request("POST", path, 202, token=owner.access_token, body={"instances": 2}, headers={"idempotency-key": key})
 
 
-@scenario("DELETE .../clusters/{id}", minimum=2, how=AUTH_BATCH + " + the transaction")
+@scenario("DELETE .../clusters/{id}")
 def _delete_cluster(api: Api) -> Request:
     owner, cluster = _running_cluster(api)
     return Request("DELETE", cluster_path(owner.org_id, cluster["id"]), 202, token=owner.access_token)
 
 
-@scenario("GET .../clusters/{id}/operations (3 operations)", minimum=2, how=AUTH_BATCH + " + the Query")
+@scenario("GET .../clusters/{id}/operations (3 operations)")
 def _list_operations(api: Api) -> Request:
     owner, cluster = _running_cluster(api)
     for instances in (2, 3):
@@ -454,13 +426,13 @@ def _get_operation(api: Api) -> Request:
     return Request("GET", path, 200, token=owner.access_token)
 
 
-@scenario("GET .../clusters/{id}/credentials", minimum=2, how=AUTH_BATCH + " + the audit PutItem")
+@scenario("GET .../clusters/{id}/credentials")
 def _credentials(api: Api) -> Request:
     owner, cluster = _running_cluster(api)
     return Request("GET", cluster_path(owner.org_id, cluster["id"]) + "/credentials", 200, token=owner.access_token)
 
 
-@scenario("GET .../clusters/{id}/metrics (10 samples in the window)", minimum=2, how=AUTH_BATCH + " + the Query")
+@scenario("GET .../clusters/{id}/metrics (10 samples in the window)")
 def _metrics(api: Api) -> Request:
     owner, cluster = _running_cluster(api)
     _post_samples(api, [cluster["id"]], per_cluster=10)
@@ -497,23 +469,20 @@ def _resync(api: Api) -> Request:
     return Request("GET", "/v1/agent/clusters", 200, token=_agent("sgp1"))
 
 
-@scenario("GET /v1/agent/clusters/{id} (desired state)", minimum=1,
-          how="one BatchGetItem of the agent token and the cluster (both named by the bearer token and the path)")
+@scenario("GET /v1/agent/clusters/{id} (desired state)")
 def _desired(api: Api) -> Request:
     _, cluster = _owner_and_cluster(api)
     return Request("GET", f"/v1/agent/clusters/{cluster['id']}", 200, token=_agent())
 
 
-@scenario("POST /v1/agent/clusters/{id}/status (changing: provisioning)", minimum=2,
-          how="BatchGetItem of the agent token and the cluster + the transaction")
+@scenario("POST /v1/agent/clusters/{id}/status (changing: provisioning)")
 def _report_change(api: Api) -> Request:
     _, cluster = _owner_and_cluster(api)
     return Request("POST", f"/v1/agent/clusters/{cluster['id']}/status", 200, token=_agent(),
                    body={"observed_generation": 1, "phase": "provisioning", "ready_instances": 0})
 
 
-@scenario("POST /v1/agent/clusters/{id}/status (changing: ready, closes the operation)", minimum=2,
-          how="BatchGetItem of the agent token and the cluster + the transaction")
+@scenario("POST /v1/agent/clusters/{id}/status (changing: ready, closes the operation)")
 def _report_ready(api: Api) -> Request:
     _, cluster = _owner_and_cluster(api)
     return Request("POST", f"/v1/agent/clusters/{cluster['id']}/status", 200, token=_agent(),
@@ -521,8 +490,7 @@ def _report_ready(api: Api) -> Request:
                          "endpoint": {"host": "db.example.net", "port": 5432}})
 
 
-@scenario("POST /v1/agent/clusters/{id}/status (unchanged repeat)", minimum=1,
-          how="one BatchGetItem of the agent token and the cluster")
+@scenario("POST /v1/agent/clusters/{id}/status (unchanged repeat)")
 def _report_same(api: Api) -> Request:
     _, cluster = _owner_and_cluster(api)
     status = {"observed_generation": 1, "phase": "provisioning", "ready_instances": 0}
@@ -543,20 +511,20 @@ def _ingest(api: Api) -> Request:
 
 def _reap() -> str:
     import app
-    from chalicelib import reaper
+    from chalicelib import lifecycle
 
     results = []
-    sweep = reaper.sweep
+    sweep = lifecycle.sweep
 
     def recording(settings: Any) -> Any:
         results.append(sweep(settings))
         return results[-1]
 
-    reaper.sweep = recording  # type: ignore[assignment]
+    lifecycle.sweep = recording  # type: ignore[assignment]  # record the sweep app.reap runs
     try:
         app.reap(reaper_event(), None)
     finally:
-        reaper.sweep = sweep  # type: ignore[assignment]
+        lifecycle.sweep = sweep  # type: ignore[assignment]  # as above
     return f"requeued={results[0].requeued}, failed={results[0].failed_operations}"
 
 
@@ -567,18 +535,20 @@ def _reap_idle(api: Api) -> Request:
 
 @scenario("reaper sweep (1 stale cluster, 1 overdue operation)")
 def _reap_due(api: Api) -> Request:
-    from chalicelib.store import clusters as store
+    from chalicelib.store import cluster_records, keys
 
     past = int(time.time()) - 7200
     _, stale = _owner_and_cluster(api)
-    store.touch_unsettled(store.get_cluster(stale["id"]), at=past)  # type: ignore[arg-type]
+    stale_cluster = cluster_records.get_cluster(stale["id"])
+    assert stale_cluster is not None
+    cluster_records.touch_unsettled(stale_cluster, at=past)
     owner = register(api)
     created = create_cluster(api, owner)
     cid, op_id = created["cluster"]["id"], created["operation"]["id"]
-    operation = store.get_operation(cid, op_id)
+    operation = cluster_records.get_operation(cid, op_id)
     assert operation is not None
-    operation.update(actions=[store.Operation.deadline.set(past),
-                              store.Operation.gsi2sk.set(f"{past:010d}#{cid}#{op_id}")])
+    _, due = keys.open_operation(past, cid, op_id)
+    operation.update(actions=[cluster_records.Operation.deadline.set(past), cluster_records.Operation.gsi2sk.set(due)])
     return Request("CALL", "app.reap", 0, run=_reap, expect="requeued=1, failed=1")
 
 

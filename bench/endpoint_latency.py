@@ -26,28 +26,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import (
+from bench.counting import DynamoCalls, shared_client
+from bench.inprocess import (
     Api,
-    DynamoCalls,
     Reply,
     agent_token,
     app_in_process,
-    cluster_body,
-    cluster_path,
-    clusters_path,
     create_cluster,
-    heading,
-    load_average,
-    markdown_table,
-    median,
-    ms,
-    percentile,
     reaper_event,
     register,
     report_status,
     settle,
-    shared_client,
 )
+from bench.report import heading, load_average, markdown_table, median, ms, percentile
+from devstack.harness import cluster_body, cluster_path, clusters_path
 
 
 @dataclass
@@ -193,7 +185,7 @@ def endpoints(api: Api, *, deletes: int) -> list[Endpoint]:
 
 def table_items() -> int:
     """Items in the table (a Scan with Select=COUNT, outside any timed request)."""
-    from chalicelib.store.base import Item
+    from chalicelib.store.table import Item
 
     client, total, start = shared_client(), 0, None
     while True:

@@ -14,9 +14,10 @@ import subprocess
 import sys
 import time
 
-from bench.common import ROOT, machine
+from bench.report import machine
+from devstack.harness import ROOT
 
-BENCHMARKS = ["cold_start", "whatif", "dynamo_calls", "login_latency", "scale_independence", "endpoint_latency",
+BENCHMARKS = ["cold_start", "dynamo_calls", "login_latency", "scale_independence", "endpoint_latency",
               "agent_loop", "cnpg_loop"]
 
 

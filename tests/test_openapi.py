@@ -66,7 +66,7 @@ def test_document_lists_exactly_the_routes_the_app_serves(stack: Stack, document
     """Compared with chalice's own route table (not only the routers), so a route added any other way shows up."""
     table = "import json, app; print(json.dumps({path: sorted(methods) for path, methods in app.app.routes.items()}))"
     served = subprocess.run([sys.executable, "-c", table], cwd=ROOT, env=stack.env, capture_output=True, text=True,
-                            check=True, timeout=60)
+                            check=True, timeout=180)
     app_routes = {(method, path) for path, methods in json.loads(served.stdout).items() for method in methods
                   if method != "OPTIONS"}
     documented = {(method.upper(), path) for path, item in document["paths"].items() for method in item

@@ -79,7 +79,7 @@ def world(stack: Stack) -> World:
 @pytest.fixture(scope="module")
 def api_schema(stack: Stack) -> Any:
     return schemathesis.openapi.from_url(f"{stack.url}/openapi.json", config=SchemathesisConfig.from_str(CONFIG),
-                                         timeout=30)
+                                         timeout=60)
 
 
 def test_every_check_schemathesis_has_is_enabled(api_schema: Any) -> None:
@@ -121,7 +121,7 @@ def _fuzz(api_schema: Any, stack: Stack, world: World, op: Operation, mode: Gene
             else:
                 token = world.user.access_token
             headers = {"Authorization": f"Bearer {token}"}
-        case.call_and_validate(base_url=stack.url, session=stack.http, headers=headers, timeout=30)
+        case.call_and_validate(base_url=stack.url, session=stack.http, headers=headers, timeout=60)
 
     call()
 

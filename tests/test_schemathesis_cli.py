@@ -45,9 +45,9 @@ def test_coverage_and_stateful_phases_find_nothing(
             str(Path(sys.executable).with_name("schemathesis")), "--config-file", "schemathesis.toml", "--no-color",
             "run", f"{stack.url}/openapi.json", "--phases", "examples,coverage,stateful", "--workers", "1", *selection,
             "--checks", "all", "--mode", "all", "--max-examples", str(MAX_EXAMPLES),
-            "--header", f"Authorization: Bearer {token}", "--generation-database", "none", "--request-timeout", "30",
+            "--header", f"Authorization: Bearer {token}", "--generation-database", "none", "--request-timeout", "60",
         ],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "Coverage" in result.stdout and "Stateful" in result.stdout and "passed" in result.stdout, result.stdout[-3000:]
