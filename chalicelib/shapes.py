@@ -158,6 +158,9 @@ class Out(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
 
+CURSOR_MAX_LENGTH = 2048
+
+
 class Query(BaseModel):
     """A query string: unknown parameters are errors; values arrive as strings and are coerced."""
 
@@ -166,8 +169,9 @@ class Query(BaseModel):
 
 class ListQuery(Query):
     limit: int = Field(default=50, ge=1, le=100)
-    # Opaque: a `next_cursor` of the same listing and caller (base64url, a dot, base64url); anything else is a 400.
-    cursor: str | None = Field(default=None, max_length=2048, pattern=r"^[A-Za-z0-9_.-]*$")
+    # Opaque: a `next_cursor` of the same listing and caller (base64url, a dot, base64url). chalicelib.pages checks
+    # it, so that anything else, however malformed, is the one answer 400 `invalid_cursor`.
+    cursor: Annotated[str, Documented({"maxLength": CURSOR_MAX_LENGTH, "pattern": r"^[A-Za-z0-9_.-]*$"})] | None = None
 
 
 class Page(Out, Generic[T]):
