@@ -183,22 +183,33 @@ def raw_key(key: tuple[str, str]) -> dict[str, Any]:
     return {"pk": {"S": key[0]}, "sk": {"S": key[1]}}
 
 
+PORT_ATTEMPTS = 3
+
+
 class Stack:
     """One API process over a moto server, with its own table, settings, clock and log."""
 
     def __init__(self, env: dict[str, str], *, folder: Path | None = None, own_clock: bool = False) -> None:
         self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self._own_folder = folder is None
         self.folder = folder or Path(tempfile.mkdtemp(prefix="orochi-stack-"))
-        self.clock_file = self.folder / f"clock-{self.port}"
-        self.log = self.folder / f"api-{self.port}.log"
         self.own_clock = own_clock
         self._clock_offset = 0.0
         run_module("devstack.bootstrap", env=env)
-        self.process = start(["-m", "devstack.api", "--port", str(self.port), "--clock-file", str(self.clock_file)],
-                             env, self.port, what=f"the API on table {env['TABLE_NAME']}", log=self.log)
+        for attempt in range(PORT_ATTEMPTS):
+            # A port free when chosen can be taken by another process before the API binds it: choose again.
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.clock_file = self.folder / f"clock-{self.port}"
+            self.log = self.folder / f"api-{self.port}.log"
+            try:
+                self.process = start(["-m", "devstack.api", "--port", str(self.port), "--clock-file",
+                                      str(self.clock_file)], env, self.port,
+                                     what=f"the API on table {env['TABLE_NAME']}", log=self.log)
+                break
+            except NotListening:
+                if attempt == PORT_ATTEMPTS - 1 or "Address already in use" not in self.log.read_text(errors="replace"):
+                    raise
         self.http = requests.Session()
         self._agents: dict[str, str] = {}
 

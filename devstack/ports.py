@@ -31,12 +31,26 @@ def wait_for_port(port: int, *, process: subprocess.Popen[bytes], host: str = "1
             raise NotListening(f"{_name(what, process)} exited with {process.returncode} before it listened on "
                                f"{host}:{port} (after {time.monotonic() - started:.0f}s){_tail(log)}")
         with socket.socket() as sock:
-            if sock.connect_ex((host, port)) == 0:
+            if sock.connect_ex((host, port)) == 0 and _listens_itself(process, port):
                 return
         if time.monotonic() > deadline:
             raise NotListening(f"timed out after {timeout:.0f}s waiting for {_name(what, process)} to accept "
                                f"connections on {host}:{port} (it is still running){_tail(log)}")
         time.sleep(0.05)
+
+
+def _listens_itself(process: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether the listener on `port` is `process` (or a child of it), not another one that took the port first;
+    True when the system does not say whose sockets are whose."""
+    import psutil
+
+    try:
+        owners = {c.pid for c in psutil.net_connections(kind="tcp")
+                  if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port}
+        ours = {process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))}
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        return True
+    return None in owners or bool(owners & ours)
 
 
 def _name(what: str | None, process: subprocess.Popen[bytes]) -> str:
