@@ -353,22 +353,14 @@ class Measured:
     expected: str
     calls: int
     attempts: int
-    breakdown: str
-    items_read: int
-    items_returned: int
-    read_bytes: int
-    read_units: float
-    write_units: float
-    index_write_units: float
-    reported_units: float | None
-    sqs: str
-    dynamo_ms: float
-    total_ms: float
-    cpu_ms: float
+    counted: list[str]  # the table's cells from breakdown to SQS
+    times: list[str]  # DynamoDB, request, app CPU (ms)
 
     @property
-    def ok(self) -> bool:
-        return self.status == self.expected
+    def lower(self) -> int | None:
+        """The scenario's recorded minimum when it is below today's count."""
+        minimum = self.scenario.minimum
+        return minimum if minimum is not None and minimum < self.calls else None
 
 
 def run(api: Api, item: Scenario, ctx: Ctx) -> tuple[str, str]:
@@ -399,10 +391,14 @@ def measure(api: Api, counter: DynamoCalls, sqs: AwsCalls, item: Scenario, *, at
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         if status == expected or last:
             read, write = counter.capacity()
-            return Measured(item, status, expected, len(counter.calls), counter.http_attempts, counter.breakdown(),
-                            counter.items_read, counter.items_returned, counter.read_bytes, read, write,
-                            counter.index_write_units(), counter.reported_units, sqs.summary(),
-                            counter.seconds * 1000, elapsed * 1000, cpu * 1000)
+            index = counter.index_write_units()
+            items = str(counter.items_read) if counter.items_read == counter.items_returned \
+                else f"{counter.items_read} ({counter.items_returned} returned)"
+            counted = [counter.breakdown(), items, f"{counter.read_bytes / 1024:.1f}" if counter.read_bytes else "0",
+                       f"{units(read)} / {units(write)}" + (f" (+{units(index)} GSI)" if index else ""),
+                       units(counter.reported_units), sqs.summary()]
+            return Measured(item, status, expected, len(counter.calls), counter.http_attempts, counted,
+                            [f"{counter.seconds * 1000:.1f}", f"{elapsed * 1000:.1f}", f"{cpu * 1000:.1f}"])
         time.sleep(5)
     raise AssertionError("unreachable")
 
@@ -411,29 +407,12 @@ def units(value: float | None) -> str:
     return "—" if value is None else f"{value:g}"
 
 
-def items(r: Measured) -> str:
-    return str(r.items_read) if r.items_read == r.items_returned else f"{r.items_read} ({r.items_returned} returned)"
-
-
-def kilobytes(n: int) -> str:
-    return f"{n / 1024:.1f}" if n else "0"
-
-
-def lower(r: Measured) -> int | None:
-    """The scenario's recorded minimum when it is below today's count."""
-    minimum = r.scenario.minimum
-    return minimum if minimum is not None and minimum < r.calls else None
-
-
 def report(results: list[Measured]) -> None:
     heading("DynamoDB requests and items read per endpoint (one request each, in-process against moto)")
     rows = []
     for r in results:
-        status = r.status if r.ok else f"**{r.status}** (expected {r.expected})"
-        gsi = f" (+{units(r.index_write_units)} GSI)" if r.index_write_units else ""
-        rows.append([r.scenario.name, status, r.calls, r.breakdown, items(r), kilobytes(r.read_bytes),
-                     f"{units(r.read_units)} / {units(r.write_units)}{gsi}", units(r.reported_units), r.sqs,
-                     "" if lower(r) is None else f"{lower(r)}"])
+        status = r.status if r.status == r.expected else f"**{r.status}** (expected {r.expected})"
+        rows.append([r.scenario.name, status, r.calls, *r.counted, "" if r.lower is None else f"{r.lower}"])
     print(markdown_table(["endpoint", "status", "requests", "breakdown", "items read", "KB read", "≈ RRU / WRU",
                           "moto CU", "SQS", "minimum"], rows))
     retried = [r for r in results if r.attempts != r.calls]
@@ -444,10 +423,10 @@ def report(results: list[Measured]) -> None:
         print("\nNo botocore retries: HTTP attempts = API calls in every scenario.")
     heading("Where fewer requests would do")
     for r in results:
-        if lower(r) is not None:
-            print(f"- **{r.scenario.name}**: {r.calls} → {lower(r)}: {r.scenario.how}.")
+        if r.lower is not None:
+            print(f"- **{r.scenario.name}**: {r.calls} → {r.lower}: {r.scenario.how}.")
     total_now = sum(r.calls for r in results)
-    total_min = sum(lower(r) or r.calls for r in results)
+    total_min = sum(r.calls if r.lower is None else r.lower for r in results)
     print(f"\nAcross these {len(results)} scenarios: {total_now} requests today, {total_min} at the minima above.")
     print("\nItems read: counted from the responses (Query ScannedCount, with Count as 'returned' where a filter "
           "dropped some; BatchGetItem/TransactGetItems Responses; 1 per GetItem that found its item). KB read: the "
@@ -462,7 +441,7 @@ def report(results: list[Measured]) -> None:
     print("DynamoDB: wall time inside the botocore calls (moto on loopback, far slower than DynamoDB). "
           "Request: wall time of the whole request. App CPU: CPU time of this process (the app, botocore, "
           "Argon2id; moto runs in another process).\n")
-    rows = [[r.scenario.name, f"{r.dynamo_ms:.1f}", f"{r.total_ms:.1f}", f"{r.cpu_ms:.1f}"] for r in results]
+    rows = [[r.scenario.name, *r.times] for r in results]
     print(markdown_table(["endpoint", "DynamoDB", "request", "app CPU"], rows))
 
 
