@@ -13,6 +13,7 @@ minimum where the code could do fewer round trips. To cover a new endpoint, add 
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -446,6 +447,7 @@ def report(results: list[Measured]) -> None:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     with app_in_process(consumed_capacity=True) as (api, counter):
         sqs = AwsCalls()
         sqs.attach(sqs_client(), "sqs")
