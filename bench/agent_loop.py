@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
-import signal
 import sys
 import time
 from collections import Counter
@@ -30,15 +28,13 @@ from pathlib import Path
 import psycopg
 
 from bench import postgres
-from bench.loop import EMPTY, SHORT_ROUTES, Histogram, Scrape, System
+from bench import loop
+from bench.loop import EMPTY, GAP_SECONDS, SHORT_ROUTES, Histogram, Scrape, System, routes
 from bench.report import banner, heading, load_average, markdown_table, mib, percentile, sec
 from devstack.harness import Account, until
 
 AIM_SECONDS = 3.0
-GAP_SECONDS = 1.2  # > OROCHI_POLL_WAIT_SECONDS: moto snapshots busy message groups when a long poll starts
-FAST = {"OROCHI_POLL_WAIT_SECONDS": "1", "OROCHI_OBSERVE_INTERVAL_SECONDS": "0.5",
-        "OROCHI_METRICS_INTERVAL_SECONDS": "30", "OROCHI_RESYNC_INTERVAL_SECONDS": "3600",
-        "OROCHI_LOCAL_STOP_SERVERS_ON_EXIT": "true"}
+FAST = {**loop.FAST, "OROCHI_METRICS_INTERVAL_SECONDS": "30", "OROCHI_LOCAL_STOP_SERVERS_ON_EXIT": "true"}
 HISTOGRAMS = ("orochi_agent_enqueue_to_applied_seconds", "orochi_agent_job_latency_seconds",
               "orochi_agent_reconcile_duration_seconds")
 
@@ -60,14 +56,6 @@ class LocalSystem(System):
     def gone(self, account: Account, cluster_id: str) -> bool:
         return not self.servers(cluster_id) and not self.cluster_dir(cluster_id).exists() \
             and self.api.find_cluster(account, cluster_id) is None
-
-    def logged_ms(self, pattern: str) -> dict[str, float]:
-        """First match of `pattern` (groups: a name, then milliseconds) in the agent's log messages, by name."""
-        found: dict[str, float] = {}
-        for entry in self.log_messages():
-            if match := re.match(pattern, str(entry.get("message", ""))):
-                found.setdefault(match[1], float(match[2]))
-        return found
 
 
 class Jobs:
@@ -120,8 +108,8 @@ def create_to_running(system: LocalSystem, user: Account, count: int, jobs: Jobs
     starts = system.logged_ms(r"started (\S+) on port \d+ \(pid \d+\) in (\d+) ms")
     for row, cluster_id in zip(rows, ids, strict=True):
         deleted = row.pop() if len(row) == 3 else math.nan
-        row += [applies.get(cluster_id, math.nan) / 1000, starts.get(f"{cluster_id}-1", math.nan) / 1000,
-                starts.get(f"{cluster_id}-2", math.nan) / 1000, deleted]
+        row += [applies.get((cluster_id,), math.nan) / 1000, starts.get((f"{cluster_id}-1",), math.nan) / 1000,
+                starts.get((f"{cluster_id}-2",), math.nan) / 1000, deleted]
     return rows, ids[-1]
 
 
@@ -170,23 +158,12 @@ def window(system: LocalSystem, cluster_id: str, conn: psycopg.Connection, label
 def no_op(system: LocalSystem, user: Account, cluster_id: str, duplicates: int) -> list[Window]:
     """The windows before (this connection's start and a 3 s pause), in a burst, one at a time, and without a job."""
     cluster = system.api.get_cluster(user, cluster_id)
-    sent = iter(range(1, 10**6))
 
     def burst(_: list[float]) -> int:
-        target = system.processed() + duplicates
-        for _ in range(duplicates):
-            system.send_duplicate(user, cluster, next(sent))
-        system.processed_reaches(target)
-        return duplicates
+        return system.send_duplicates(user, cluster, duplicates)
 
     def one_at_a_time(applied_after: list[float]) -> int:
-        for _ in range(duplicates):
-            time.sleep(GAP_SECONDS)
-            target, sent_at = system.processed() + 1, time.perf_counter()
-            system.send_duplicate(user, cluster, next(sent))
-            system.processed_reaches(target)
-            applied_after.append(time.perf_counter() - sent_at)
-        return duplicates
+        return system.send_duplicates(user, cluster, duplicates, pause=GAP_SECONDS, applied_after=applied_after)
 
     uri = system.api.expect(200, "GET", f"/v1/orgs/{user.org_id}/clusters/{cluster_id}/credentials",
                             token=user.access_token)["uri"]
@@ -214,7 +191,7 @@ def idle(system: LocalSystem, label: str, ids: list[str], seconds: float = 10.0)
     info = system.agent_process.memory_full_info()
     servers_cpu = f"{100 * (postgres.servers_cpu(folders) - servers) / seconds:.1f}" if ids else "–"
     return [label, mib(info.rss), mib(info.pss), f"{100 * (system.agent_cpu() - cpu) / seconds:.1f}", servers_cpu,
-            _requests(Counter(system.requests_since(logged)))]
+            routes(Counter(system.requests_since(logged)))]
 
 
 def fleet(system: LocalSystem, user: Account, count: int, jobs: Jobs) -> tuple[list[str], list[list[str]]]:
@@ -248,10 +225,6 @@ def fleet(system: LocalSystem, user: Account, count: int, jobs: Jobs) -> tuple[l
 def _stats(values: list[float]) -> list[str]:
     return [f"{percentile(values, 50):.2f}", f"{percentile(values, 95):.2f}", f"{max(values):.2f}",
             f"{sum(values) / len(values):.2f}"]
-
-
-def _requests(counter: Counter[str]) -> str:
-    return ", ".join(f"{n} {SHORT_ROUTES.get(r, r)}" for r, n in sorted(counter.items())) or "0"
 
 
 def print_create(rows: list[list[float]], final_delete: float) -> None:
@@ -296,7 +269,7 @@ def print_no_op(windows: list[Window], pids: dict[str, int], checksum_version: s
         rows.append([w.label, f"{w.seconds:.1f}", w.jobs, f"{w.reconcile.count:.0f}", w.restarts,
                      f"{w.wal[0]} / {w.wal[1]}", "unchanged" if w.state_same else "changed",
                      ", ".join(f"{n}× {name}" for name, n in sorted(w.file_changes.items())) or "none",
-                     f"{w.reports:.0f}", _requests(w.requests),
+                     f"{w.reports:.0f}", routes(w.requests),
                      f"{w.agent_cpu * 1000:.0f}" + (f" ({net:.1f}/job net of baseline)" if w.jobs else ""),
                      f"{w.reconcile.total * 1000 / per_job:.1f}" if w.jobs else "–",
                      f"{w.job_latency.total * 1000 / per_job:.1f}" if w.jobs else "–"])
@@ -329,12 +302,9 @@ def main() -> int:
     args = parser.parse_args()
     if min(args.clusters, args.duplicates, args.fleet) < 1:
         parser.error("every count must be at least 1")
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda *_: sys.exit(1))
     banner("The agent's loop (local driver)")
     started = time.monotonic()
-    system = LocalSystem("agent-loop", quota=max(args.clusters, args.fleet) + 10)
-    try:
+    with LocalSystem("agent-loop", quota=max(args.clusters, args.fleet) + 10) as system:
         system.start_local()
         user = system.api.register()
         time.sleep(3)
@@ -350,15 +320,8 @@ def main() -> int:
         whole = system.scrape()
         installations = next((str(e["message"]).split(":", 1)[1].strip() for e in system.log_messages()
                               if str(e.get("message", "")).startswith("PostgreSQL installations:")), "unknown")
-    except BaseException:
-        if system.agent_log.exists():
-            print("the agent's log, last lines:\n" + "\n".join(system.agent_log.read_text(errors="replace")
-                                                              .splitlines()[-40:]), file=sys.stderr)
-        raise
-    finally:
-        system.close()
     print(f"\nPostgreSQL found by the driver: {installations}. Agent intervals: "
-          + ", ".join(f"{k.removeprefix('OROCHI_')}={v}" for k, v in FAST.items()) + ", heartbeat default (30 s).")
+          + loop.intervals(FAST) + ", heartbeat default (30 s).")
     print_create(created, final_delete)
     print_histograms(jobs, whole)
     print_no_op(windows, pids, checksum_version)

@@ -37,16 +37,15 @@ import psutil
 import requests
 
 from bench.kube import Bed, Call, Move, kube_calls, moves
-from bench.loop import PROCESSED, SHORT_ROUTES, Histogram, Scrape, System
+from bench import loop
+from bench.loop import GAP_SECONDS, PROCESSED, Histogram, Scrape, System, per, routes
 from bench.report import banner, heading, load_average, markdown_table, mib, percentile, sec
 from devstack.harness import Account, cluster_body, clusters_path, until
 from devstack.kube.build import CNPG_VERSION, ETCD_VERSION, KUBERNETES_VERSION, ensure_built
 from devstack.kube.testbed import Testbed
 
 AGENT_NAMESPACE, POD_NAME, POSTERS = "orochi-agent", "orochi-agent-bench-0", 4
-GAP_SECONDS = 1.2  # > OROCHI_POLL_WAIT_SECONDS: moto snapshots busy message groups when a long poll starts
-FAST = {"OROCHI_POLL_WAIT_SECONDS": "1", "OROCHI_OBSERVE_INTERVAL_SECONDS": "0.5",
-        "OROCHI_METRICS_INTERVAL_SECONDS": "3600", "OROCHI_RESYNC_INTERVAL_SECONDS": "3600"}
+FAST = {**loop.FAST, "OROCHI_METRICS_INTERVAL_SECONDS": "3600"}
 RECONCILE, JOB_LATENCY = "orochi_agent_reconcile_duration_seconds", "orochi_agent_job_latency_seconds"
 REPORTS = "orochi_agent_status_reports_total"
 
@@ -63,14 +62,6 @@ class CnpgSystem(System):
                                                             "metadata": {"name": AGENT_NAMESPACE}})
         self.start({**FAST, "OROCHI_DRIVER": "cnpg", "KUBECONFIG": str(testbed.admin_kubeconfig),
                     "OROCHI_KUBE_NAMESPACE": AGENT_NAMESPACE, "OROCHI_POD_NAME": POD_NAME})
-
-    def applies_ms(self) -> dict[tuple[str, int], float]:
-        """(cluster id, generation) → the driver's apply time (ms) of its first apply, from the agent's log."""
-        found: dict[tuple[str, int], float] = {}
-        for entry in self.log_messages():
-            if match := re.match(r"applied cluster (\S+) generation (\d+) .* in (\d+) ms", str(entry.get("message"))):
-                found.setdefault((match[1], int(match[2])), float(match[3]))
-        return found
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of the agent, the API and every process of the bed and moto."""
@@ -242,7 +233,8 @@ def burst(system: CnpgSystem, user: Account, count: int, operator: str, *, pause
                  applied, None if paused else applied - posting, 0.8 * count / (high - low) if high > low else math.nan,
                  observed, sum(1 for c in ids if c in held), calls,
                  {name: cpu_after[name] - cpu.get(name, math.nan) for name in cpu_after},
-                 [ms / 1000 for (c, g), ms in system.applies_ms().items() if c in mine and g == 1], len(retried), load)
+                 [ms / 1000 for (c, g), ms in system.logged_ms(r"applied cluster (\S+) generation (\d+) .* in (\d+) ms").items()
+                  if c in mine and g == "1"], len(retried), load)
 
 
 @dataclass
@@ -264,7 +256,6 @@ def single_cluster(system: CnpgSystem, user: Account, duplicates: int) -> list[S
 
     steps: list[Step] = []
     cluster: dict[str, Any] = {}
-    sent = iter(range(1, 10**6))
 
     def step(label: str, action: Callable[[list[float]], int], namespace: str) -> None:
         objects, before, logged, started = system.bed.snapshot(namespace), system.scrape(), system.api_requests(), \
@@ -289,19 +280,8 @@ def single_cluster(system: CnpgSystem, user: Account, duplicates: int) -> list[S
         return action
 
     def duplicates_sent(pause: float) -> Callable[[list[float]], int]:
-        def action(applied_after: list[float]) -> int:
-            target = system.processed() + duplicates
-            for _ in range(duplicates):
-                if pause:
-                    time.sleep(pause)
-                    target, sent_at = system.processed() + 1, time.perf_counter()
-                system.send_duplicate(user, cluster, next(sent))
-                if pause:
-                    system.processed_reaches(target)
-                    applied_after.append(time.perf_counter() - sent_at)
-            system.processed_reaches(target)
-            return duplicates
-        return action
+        return lambda applied_after: system.send_duplicates(user, cluster, duplicates, pause=pause,
+                                                            applied_after=applied_after)
 
     def create() -> None:
         cluster.update(system.api.create_cluster(user, postgres_version="18",
@@ -321,20 +301,12 @@ def single_cluster(system: CnpgSystem, user: Account, duplicates: int) -> list[S
     return steps
 
 
-def _per(value: float, per: float) -> str:
-    return f"{value / per:.2f}".rstrip("0").rstrip(".")
-
-
-def _calls(calls: Counter[Call], per: float = 1.0) -> str:
+def _calls(calls: Counter[Call], jobs: float = 1.0) -> str:
     def what(group: str, resource: str) -> str:
         return resource if group in ("", "networking.k8s.io") else f"{resource}.{group.split('.')[0]}"
 
-    return ", ".join(f"{_per(n, per)} {verb} {what(group, resource)}"
+    return ", ".join(f"{per(n, jobs)} {verb} {what(group, resource)}"
                      for (verb, group, resource, _), n in sorted(calls.items(), key=lambda i: (-i[1], i[0]))) or "0"
-
-
-def _api(calls: Counter[str], per: float = 1.0) -> str:
-    return ", ".join(f"{_per(n, per)} {SHORT_ROUTES.get(r, r)}" for r, n in sorted(calls.items())) or "0"
 
 
 def print_bursts(bursts: list[Burst]) -> None:
@@ -369,10 +341,10 @@ def print_steps(steps: list[Step], bursts: list[Burst]) -> None:
     rows = []
     for label, jobs, c in [(s.label, s.jobs, s.calls) for s in steps] + \
             [(f"burst: {b.label} (average)", int(b.calls.processed), b.calls) for b in bursts]:
-        per = c.reconcile.count or 1
-        rows.append([label, jobs, f"{c.reconcile.count:.0f}", sec(c.requests() / per) if c.reconcile.count else "0",
-                     _calls(c.reconciling, per), _api(c.api, per), _calls(c.background), f"{c.reports:.0f}",
-                     sec(c.reconcile.total * 1000 / per, 0) if c.reconcile.count else "–"])
+        each = c.reconcile.count or 1
+        rows.append([label, jobs, f"{c.reconcile.count:.0f}", sec(c.requests() / each) if c.reconcile.count else "0",
+                     _calls(c.reconciling, each), routes(c.api, each), _calls(c.background), f"{c.reports:.0f}",
+                     sec(c.reconcile.total * 1000 / each, 0) if c.reconcile.count else "–"])
     print(markdown_table(["reconcile", "jobs", "reconciles", "Kubernetes requests / reconcile",
                           "by verb and resource, per reconcile", "API requests by the agent (per reconcile)",
                           "background in the window (Lease, watch caches)", "status reports", "reconcile ms each"],
@@ -406,12 +378,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.clusters < 1 or args.duplicates < 1:
         parser.error("every count must be at least 1")
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda *_: sys.exit(1))
     banner("The agent's loop (cnpg driver)")
     started, n = time.monotonic(), args.clusters
-    system = CnpgSystem("cnpg-loop", quota=4 * n + 10)
-    try:
+    with CnpgSystem("cnpg-loop", quota=4 * n + 10) as system:
         system.start_cnpg()
         user = system.api.register()
         time.sleep(3)
@@ -430,16 +399,9 @@ def main() -> int:
                                      "later)"))
         warnings = Counter(re.sub(r"cls_\S+|orochi-[a-z0-9]{20}", "…", str(e.get("message")))[:160]
                            for e in system.log_messages() if e.get("level") in ("WARNING", "ERROR"))
-    except BaseException:
-        if system.agent_log.exists():
-            print("the agent's log, last lines:\n" + "\n".join(system.agent_log.read_text(errors="replace")
-                                                              .splitlines()[-40:]), file=sys.stderr)
-        raise
-    finally:
-        system.close()
     print(f"\nKubernetes {KUBERNETES_VERSION}, etcd {ETCD_VERSION}, CloudNativePG {CNPG_VERSION}; the test bed started "
           f"in {system.testbed_seconds:.1f} s. Agent: OROCHI_DRIVER=cnpg, the bed's admin kubeconfig, its Lease in "
-          f"`{AGENT_NAMESPACE}`, " + ", ".join(f"{k.removeprefix('OROCHI_')}={v}" for k, v in FAST.items()) + ".")
+          f"`{AGENT_NAMESPACE}`, " + loop.intervals(FAST) + ".")
     print_bursts(bursts)
     print_steps(steps, bursts)
     heading("4. Memory: the agent's RSS, and the test bed's for context")

@@ -25,12 +25,6 @@ class DynamoCall:
     error: str = ""  # the error code of a refused call (e.g. ConditionalCheckFailedException)
 
 
-# Operations whose request accepts ReturnConsumedCapacity (checked against the service model at run time).
-def _accepts_consumed_capacity(model: Any) -> bool:
-    shape = getattr(model, "input_shape", None)
-    return shape is not None and "ReturnConsumedCapacity" in shape.members
-
-
 @dataclass
 class DynamoCalls:
     """Every DynamoDB API call (and HTTP attempt, retries included) made by one botocore client.
@@ -80,7 +74,8 @@ class DynamoCalls:
 
     @staticmethod
     def _ask_for_capacity(params: dict[str, Any], model: Any, **_: Any) -> None:
-        if _accepts_consumed_capacity(model):
+        shape = getattr(model, "input_shape", None)  # only operations whose request accepts it
+        if shape is not None and "ReturnConsumedCapacity" in shape.members:
             params.setdefault("ReturnConsumedCapacity", "TOTAL")
 
     def _before_call(self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
@@ -104,17 +99,12 @@ class DynamoCalls:
 
     def breakdown(self) -> str:
         """e.g. `2 GetItem, 1 TransactWriteItems[Put×2]` in call order of first appearance."""
-        parts: dict[str, int] = {}
-        for call in self.calls:
-            parts[_describe(call)] = parts.get(_describe(call), 0) + 1
+        parts = Counter(_describe(call) for call in self.calls)
         return ", ".join(f"{n} {what}" for what, n in parts.items()) or "—"
 
     def capacity(self) -> tuple[float, float]:
-        read = write = 0.0
-        for call in self.calls:
-            r, w = _capacity(call)
-            read, write = read + r, write + w
-        return read, write
+        units = [_capacity(call) for call in self.calls]
+        return sum((r for r, _ in units), 0.0), sum((w for _, w in units), 0.0)
 
     def index_write_units(self) -> float:
         return float(sum(_index_writes(call) for call in self.calls))
@@ -165,28 +155,27 @@ def _subclasses(cls: type) -> list[type]:
     return found
 
 
-def _transact_kinds(call: DynamoCall) -> Counter[str]:
-    return Counter(next(iter(entry)) for entry in call.params.get("TransactItems", []))
-
-
 REFUSED = {"ConditionalCheckFailedException": "condition failed", "TransactionCanceledException": "cancelled"}
 
 
 def _describe(call: DynamoCall) -> str:
     refused = f" ({REFUSED.get(call.error, call.error)})" if call.error else ""
     if call.operation in ("TransactWriteItems", "TransactGetItems"):
-        kinds = _transact_kinds(call)
+        kinds = Counter(next(iter(entry)) for entry in call.params.get("TransactItems", []))
         inner = ",".join(f"{kind}×{n}" if n > 1 else kind for kind, n in kinds.items())
         return f"{call.operation}[{inner}]{refused}"
     if call.operation == "BatchGetItem":
-        keys = sum(len(t.get("Keys", [])) for t in call.params.get("RequestItems", {}).values())
-        return f"BatchGetItem[{keys} keys]{refused}"
+        return f"BatchGetItem[{_batch_keys(call.params)} keys]{refused}"
     if call.operation == "BatchWriteItem":
         writes = sum(len(t) for t in call.params.get("RequestItems", {}).values())
         return f"BatchWriteItem[{writes} items]{refused}"
     if call.operation == "Query" and "IndexName" in call.params:
         return f"Query({call.params['IndexName']}){refused}"
     return call.operation + refused
+
+
+def _batch_keys(params: dict[str, Any]) -> int:
+    return sum(len(t.get("Keys", [])) for t in params.get("RequestItems", {}).values())
 
 
 def item_size(item: dict[str, Any]) -> int:
@@ -219,16 +208,10 @@ def _count_items(call: DynamoCall, parsed: dict[str, Any]) -> None:
         call.returned = int(parsed.get("Count", 0))
         call.scanned = int(parsed.get("ScannedCount", call.returned))
         call.read_sizes = [item_size(i) for i in parsed.get("Items", [])]
-    elif op == "GetItem":
-        found = parsed.get("Item")
-        call.returned = call.scanned = 1 if found else 0
-        call.read_sizes = [item_size(found)] if found else []
-    elif op == "BatchGetItem":
-        items = [i for table in (parsed.get("Responses") or {}).values() for i in table]
-        call.returned = call.scanned = len(items)
-        call.read_sizes = [item_size(i) for i in items]
-    elif op == "TransactGetItems":
-        items = [r["Item"] for r in parsed.get("Responses") or [] if r.get("Item")]
+    elif op in ("GetItem", "BatchGetItem", "TransactGetItems"):
+        items = ([parsed["Item"]] if parsed.get("Item") else []) if op == "GetItem" else \
+            [i for table in (parsed.get("Responses") or {}).values() for i in table] if op == "BatchGetItem" else \
+            [r["Item"] for r in parsed.get("Responses") or [] if r.get("Item")]
         call.returned = call.scanned = len(items)
         call.read_sizes = [item_size(i) for i in items]
     elif op == "UpdateItem" and parsed.get("Attributes"):
@@ -289,7 +272,7 @@ def _capacity(call: DynamoCall) -> tuple[float, float]:
             size = size * call.scanned // call.returned
         return read_unit * _units(size, 4096), 0.0
     if op == "BatchGetItem":
-        keys = sum(len(t.get("Keys", [])) for t in params.get("RequestItems", {}).values())
+        keys = _batch_keys(params)
         consistent = all(t.get("ConsistentRead") for t in params.get("RequestItems", {}).values())
         unit = 1.0 if consistent else 0.5
         found = sum(_units(size, 4096) for size in call.read_sizes)

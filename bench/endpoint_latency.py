@@ -33,7 +33,7 @@ from bench.inprocess import (
     agent_token,
     app_in_process,
     create_cluster,
-    reaper_event,
+    reap,
     register,
     report_status,
     settle,
@@ -130,11 +130,6 @@ def endpoints(api: Api, *, deletes: int) -> list[Endpoint]:
     def samples() -> dict[str, Any]:
         return {"samples": [{"cluster_id": c["cluster"]["id"], "at": base - i, "values": {"cpu_percent": 42.0}}
                             for c in mine[:2] for i in range(5)]}
-
-    def reap() -> None:
-        import app
-
-        app.reap(reaper_event(), None)
 
     org = f"/v1/orgs/{reader.org_id}"
     return [

@@ -6,6 +6,7 @@ it; and the agent's /metrics, read as Prometheus would.
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import math
 import re
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from types import TracebackType
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,9 @@ from devstack.ports import free_port
 
 REGION = "nyc1"
 PROCESSED = "orochi_agent_jobs_processed_total"
+GAP_SECONDS = 1.2  # > OROCHI_POLL_WAIT_SECONDS: moto snapshots busy message groups when a long poll starts
+FAST = {"OROCHI_POLL_WAIT_SECONDS": "1", "OROCHI_OBSERVE_INTERVAL_SECONDS": "0.5",
+        "OROCHI_RESYNC_INTERVAL_SECONDS": "3600"}  # the intervals both loops run the agent with
 
 
 @dataclass(frozen=True)
@@ -111,13 +116,28 @@ SHORT_ROUTES = {"GET /v1/agent/clusters/{id}": "desired state", "POST /v1/agent/
                 "GET /v1/agent/clusters": "resync"}
 
 
+def per(value: float, jobs: float) -> str:
+    return f"{value / jobs:.2f}".rstrip("0").rstrip(".")
+
+
+def routes(counter: collections.Counter[str], jobs: float = 1.0) -> str:
+    """API requests by route (short names for the agent's), each divided by `jobs`."""
+    return ", ".join(f"{per(n, jobs)} {SHORT_ROUTES.get(r, r)}" for r, n in sorted(counter.items())) or "0"
+
+
+def intervals(env: dict[str, str]) -> str:
+    return ", ".join(f"{k.removeprefix('OROCHI_')}={v}" for k, v in env.items())
+
+
 class System:
-    """moto + the API (HTTP) + one agent of REGION with `agent_env` on top of its environment."""
+    """moto + the API (HTTP) + one agent of REGION with `agent_env` on top of its environment. As a context
+    manager: SIGTERM and SIGHUP exit, a failure prints the agent's last log lines, and the system is closed."""
 
     def __init__(self, name: str, *, quota: int) -> None:
         self._quota = quota
         self._stack = ExitStack()
         self._closed = False
+        self._sent = 0
         self.root = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir="/tmp"))
         self.root.chmod(0o755)  # the local driver's servers run as an unprivileged user that must traverse it
         self.agent_log = self.root / "agent.log"
@@ -148,6 +168,17 @@ class System:
             return requests.get(f"http://127.0.0.1:{self.health_port}/readyz", timeout=5).status_code == 200
         except requests.ConnectionError:
             return False
+
+    def __enter__(self) -> System:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda *_: sys.exit(1))
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if error is not None and self.agent_log.exists():
+            print("the agent's log, last lines:\n" + "\n".join(self.agent_log.read_text(errors="replace")
+                                                              .splitlines()[-40:]), file=sys.stderr)
+        self.close()
 
     def close(self) -> None:
         """The agent (SIGTERM: it drains), then the API and moto; then the folder."""
@@ -186,6 +217,14 @@ class System:
         times = self.agent_process.cpu_times()
         return float(times.user + times.system)
 
+    def logged_ms(self, pattern: str) -> dict[tuple[str, ...], float]:
+        """The first match of `pattern` in the agent's log messages by its groups but the last, which is ms."""
+        found: dict[tuple[str, ...], float] = {}
+        for entry in self.log_messages():
+            if match := re.match(pattern, str(entry.get("message", ""))):
+                found.setdefault(match.groups()[:-1], float(match.groups()[-1]))
+        return found
+
     def log_messages(self) -> Iterator[dict[str, Any]]:
         """The agent's JSON log entries."""
         for line in self.agent_log.read_text(errors="replace").splitlines():
@@ -209,6 +248,24 @@ class System:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageGroupId=cluster["id"],
                               MessageDeduplicationId=f"{cluster['id']}:bench-duplicate-{number}",
                               MessageBody=json.dumps(body, separators=(",", ":")))
+
+    def send_duplicates(self, account: Account, cluster: dict[str, Any], count: int, *, pause: float = 0.0,
+                        applied_after: list[float] | None = None) -> int:
+        """`count` duplicate jobs, at once or each `pause` s after the last one was processed (send → processed
+        appended to `applied_after`); returns `count` once the agent processed them all."""
+        target = self.processed() + count
+        for _ in range(count):
+            if pause:
+                time.sleep(pause)
+                target, sent_at = self.processed() + 1, time.perf_counter()
+            self._sent += 1
+            self.send_duplicate(account, cluster, self._sent)
+            if pause:
+                self.processed_reaches(target)
+                if applied_after is not None:
+                    applied_after.append(time.perf_counter() - sent_at)
+        self.processed_reaches(target)
+        return count
 
     def clusters(self, account: Account) -> list[dict[str, Any]]:
         return self.api.listing(clusters_path(account.org_id), account.access_token)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.counting import DynamoCalls
-from bench.inprocess import Api, agent_token, app_in_process, create_cluster, reaper_event, register
+from bench.inprocess import Api, agent_token, app_in_process, create_cluster, reap, register
 from bench.report import heading, load_average, markdown_table, ms, percentile
 from devstack.harness import cluster_path, clusters_path
 
@@ -124,11 +124,6 @@ def probes(api: Api) -> tuple[list[Probe], Any]:
     def report() -> Any:
         return api.call("POST", f"/v1/agent/clusters/{own[1]}/status", token=agent, body={
             "observed_generation": 1, "phase": "provisioning", "ready_instances": 0, "message": next(messages)})
-
-    def reap() -> None:
-        import app
-
-        app.reap(reaper_event(), None)
 
     report()  # the first report also moves the create operation to running; later ones change only the message
 
