@@ -120,6 +120,41 @@ def create_table() -> None:
     )
 
 
+@dataclass
+class Calls:
+    """DynamoDB API calls made so far within a `counting_calls()` block (a retried call counts once)."""
+
+    made: int = 0
+
+
+_calls: ContextVar[Calls | None] = ContextVar("dynamodb_calls", default=None)
+
+
+def _count_call(**_: Any) -> None:
+    calls = _calls.get()
+    if calls is not None:
+        calls.made += 1
+
+
+@contextmanager
+def counting_calls() -> Iterator[Calls]:
+    """Count the DynamoDB calls made within the block, at the botocore boundary (a `before-call` hook).
+
+    The hook goes on the shared client if it exists, else on this thread's botocore session, which the client
+    is created from (and copies its hooks from) on the first call, so no call is missed and /health creates none.
+    """
+    connection: Any = Item._get_connection().connection  # pynamodb types its botocore client as a private base
+    client = getattr(connection, "_client", None)
+    events = client.meta.events if client is not None else connection.session.get_component("event_emitter")
+    events.register("before-call.dynamodb", _count_call, unique_id="orochi-count-dynamodb-calls")
+    calls = Calls()
+    token = _calls.set(calls)
+    try:
+        yield calls
+    finally:
+        _calls.reset(token)
+
+
 _read_ahead: ContextVar[dict[Key, dict[str, Any] | None] | None] = ContextVar("read_ahead", default=None)
 
 
