@@ -12,6 +12,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,10 +49,79 @@ def until(check: Callable[[], T | None], *, timeout: float = 120, what: str = "t
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(args: list[str], env: dict[str, str], port: int, *, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `python *args` and wait for its port; its output goes to `log` (appended) if given, else nowhere."""
+    if log is None:
+        process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+    else:
+        with log.open("ab") as output:
+            process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"},
+                                       stdout=output, stderr=subprocess.STDOUT)
     wait_for_port(port, process=process)
     return process
+
+
+# --- no secret in the logs ----------------------------------------------------------------------------------------
+# The API processes' output (their logs) goes to files in one directory per run, shared by the xdist workers. Every
+# secret the helpers below see (passwords, access and refresh tokens, invitation and agent tokens, database passwords,
+# S3 secret keys: any JSON field so named, sent or answered) is remembered; each process writes its set there when its
+# session ends, and the run's last process to finish (the xdist controller, or pytest alone) fails the run if any log
+# holds any of them. tests/test_log_secrets.py checks one stack's log on its own and shows the check can fail.
+LOG_DIR = "OROCHI_TEST_LOG_DIR"
+SECRET_FIELDS = {"password", "access_token", "refresh_token", "token", "invitation_token", "secret_access_key"}
+SECRETS: set[str] = {JWT_SECRET, ENCRYPTION_KEY.partition(":")[2]}
+
+
+def log_dir() -> Path:
+    return Path(os.environ[LOG_DIR])
+
+
+def remember_secrets(payload: Any) -> None:
+    """Remember the value of every field named like a secret in `payload` (JSON: dicts, lists, values)."""
+    if isinstance(payload, dict):
+        for key, value in payload.items():
+            if key in SECRET_FIELDS and isinstance(value, str) and len(value) >= 8:
+                SECRETS.add(value)
+            else:
+                remember_secrets(value)
+    elif isinstance(payload, list):
+        for value in payload:
+            remember_secrets(value)
+
+
+def leaked_secrets(logs: list[Path], secrets: set[str]) -> dict[str, int]:
+    """Each log file that holds any of `secrets`, with how many of them it holds."""
+    found = {}
+    for path in logs:
+        text = path.read_text(errors="replace")
+        if hit := sum(1 for secret in secrets if secret in text):
+            found[path.name] = hit
+    return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if LOG_DIR not in os.environ:  # the first process of the run; xdist's workers inherit the directory
+        os.environ[LOG_DIR] = tempfile.mkdtemp(prefix="orochi-test-logs-")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    (log_dir() / f"secrets-{worker}.json").write_text(json.dumps(sorted(SECRETS)))
+    if hasattr(session.config, "workerinput"):
+        return  # a worker: the controller checks once every worker has written its secrets
+    secrets = {s for path in log_dir().glob("secrets-*.json") for s in json.loads(path.read_text())}
+    logs = sorted(log_dir().glob("*.log"))
+    leaks = leaked_secrets(logs, secrets)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if reporter is not None:
+            reporter.write_line(f"SECRETS IN THE LOGS ({log_dir()}): {leaks}", red=True)
+    elif reporter is not None:
+        reporter.write_line(f"no secret in the logs: {len(secrets)} secrets, {len(logs)} API logs")
+    if not leaks and session.exitstatus == 0:
+        shutil.rmtree(log_dir(), ignore_errors=True)  # kept only when something failed, to read
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -121,8 +191,9 @@ class Stack:
         self.clock_file = Path(tempfile.mkdtemp(prefix="orochi-clock-")) / "offset"
         self._clock_offset = 0.0
         subprocess.run([sys.executable, "-m", "devstack.bootstrap"], cwd=ROOT, env=env, check=True, capture_output=True)
+        self.log_path = log_dir() / f"api-{env.get('TABLE_NAME', 'orochi')}-{self.port}.log"
         self.process = start(["-m", "devstack.api", "--port", str(self.port), "--clock-file", str(self.clock_file)],
-                             env, self.port)
+                             env, self.port, log=self.log_path)
         self.http = requests.Session()
         self._agents: dict[str, str] = {}
 
@@ -144,7 +215,14 @@ class Stack:
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
-        return self.http.request(method, self.url + path, json=json, data=data, headers=all_headers, timeout=30)
+        remember_secrets(json)
+        response = self.http.request(method, self.url + path, json=json, data=data, headers=all_headers, timeout=30)
+        if response.headers.get("Content-Type", "").startswith("application/json") and response.content:
+            try:
+                remember_secrets(response.json())
+            except ValueError:
+                pass
+        return response
 
     def listing(self, path: str, token: str, *, limit: int = 100) -> list[dict[str, Any]]:
         """Every item of a cursor-paginated listing (`path` may carry a query), following `next_cursor` to the end;
@@ -248,7 +326,9 @@ class Stack:
         """A new agent token of `region` from the operator command: the id ends its first line, the token its output."""
         done = self.admin("agent-token", "create", "--region", region)
         assert done.returncode == 0, done.stderr
-        return AgentToken(id=done.stdout.splitlines()[0].split()[-1], token=done.stdout.split()[-1])
+        token = AgentToken(id=done.stdout.splitlines()[0].split()[-1], token=done.stdout.split()[-1])
+        SECRETS.update({token.token, token.token.partition(".")[2]})
+        return token
 
     def agent(self, region: str = "nyc1") -> str:
         """The bearer token of this stack's agent of `region`, created on first use and never revoked."""
@@ -314,7 +394,10 @@ def send_together(stack: Stack, method: str, path: str, bodies: list[Any], *, to
         connection.request(method, path, body=payload, headers=all_headers)
         response = connection.getresponse()
         raw = response.read()
-        return response.status, json.loads(raw) if raw else None
+        answer = json.loads(raw) if raw else None
+        remember_secrets(body)
+        remember_secrets(answer)
+        return response.status, answer
 
     try:
         with ThreadPoolExecutor(len(bodies)) as pool:
