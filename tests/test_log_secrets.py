@@ -38,8 +38,10 @@ def test_a_full_round_of_requests_leaves_no_secret_in_the_log(stack: Stack) -> N
 
 
 def test_the_scanner_finds_a_secret_in_a_log(tmp_path: Path) -> None:
-    secret = "a-known-secret-0123456789"
+    token, jwt, password = "a-known-secret-0123456789", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl", "two words/+"
     clean, leaky = tmp_path / "clean.log", tmp_path / "leaky.log"
-    clean.write_text(json.dumps({"message": "request", "route": "/v1/auth/login"}) + "\n")
-    leaky.write_text(json.dumps({"message": "debugging", "body": {"password": secret}}) + "\n")
-    assert leaked_secrets([clean, leaky], {secret, "another-secret-never-logged"}) == {"leaky.log": 1}
+    clean.write_text(json.dumps({"message": "request", "route": "/v1/auth/login", "near": token[:-1]}) + "\n")
+    leaky.write_text(json.dumps({"message": "debugging", "body": {"password": password, "token": token}}) + "\n"
+                     + f"Authorization: Bearer {jwt}\n")
+    secrets = {token, jwt, password, "another-secret-never-logged", "never logged either"}
+    assert leaked_secrets([clean, leaky], secrets) == {"leaky.log": 3}
