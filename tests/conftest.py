@@ -82,7 +82,7 @@ def remember_secrets(payload: Any) -> None:
     """Remember the value of every field named like a secret in `payload` (JSON: dicts, lists, values)."""
     if isinstance(payload, dict):
         for key, value in payload.items():
-            if key in SECRET_FIELDS and isinstance(value, str) and len(value) >= 8:
+            if key in SECRET_FIELDS and isinstance(value, str) and len(value.strip()) >= 8:  # blank: nothing to find
                 SECRETS.add(value)
             else:
                 remember_secrets(value)
