@@ -8,20 +8,23 @@ conditional on its `version` (pynamodb's VersionAttribute), which is also its ET
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pynamodb.attributes import (
     BooleanAttribute, JSONAttribute, ListAttribute, UnicodeAttribute, VersionAttribute,
 )
 
-from chalicelib.store import keys
+from chalicelib.store import fleet_records, keys
+from chalicelib.store.fleet_records import FAILED_OPERATIONS, OPEN_OPERATIONS, clusters_counter
 from chalicelib.store.org_records import Org
 from chalicelib.store.table import (
     ConditionFailed, IntegerAttribute, OptionalIntegerAttribute, Item, LostRace, Page, StartKey, Transaction, get, page, transaction, written,
 )
 
 DELETED = "deleted"
+C = TypeVar("C", bound="Cluster")
 
 
 class StaleVersion(LostRace):
@@ -59,6 +62,14 @@ class Cluster(Item):
     created_at = IntegerAttribute()
     updated_at = IntegerAttribute()
     reported_at = OptionalIntegerAttribute()
+    # The status as last read or written (not an attribute): what a save moves the fleet counts away from.
+    stored_status: str | None = None
+
+    @classmethod
+    def from_raw_data(cls: type[C], data: dict[str, Any]) -> C:
+        cluster = super().from_raw_data(data)
+        cluster.stored_status = cluster.status
+        return cluster
 
 
 class ClusterName(Item):
@@ -148,6 +159,8 @@ def create(*, cluster: Cluster, operation: Operation, quota: int) -> None:
                 condition=ClusterName.pk.does_not_exist(), label="name")
         tx.save(cluster, condition=Cluster.pk.does_not_exist())
         tx.save(operation, condition=Operation.pk.does_not_exist())
+        fleet_records.add(tx, Counter({clusters_counter(cluster.status): 1, OPEN_OPERATIONS: 1}))
+    cluster.stored_status = cluster.status
 
 
 @dataclass(frozen=True)
@@ -189,10 +202,37 @@ def save(
                 tx.delete(ClusterName(*keys.cluster_name(cluster.org_id, cluster.name)))
                 tx.update(Org(*keys.org(cluster.org_id)), actions=[Org.cluster_count.add(-1)],
                           condition=Org.cluster_count > 0)
+            changes = _status_change(cluster)
+            changes.update(_operation_changes(transitions))  # update, not +: a Counter sum drops negative counts
+            changes[OPEN_OPERATIONS] += len(new_operations)
+            fleet_records.add(tx, changes)
     except ConditionFailed as e:
         if "version" in e.labels:
             raise StaleVersion() from e
         raise
+    cluster.stored_status = cluster.status
+
+
+def _status_change(cluster: Cluster) -> Counter[str]:
+    """The fleet counts' change when `cluster` moves from its stored status (live clusters only: a deleted one
+    leaves every count, as it leaves every index)."""
+    change: Counter[str] = Counter()
+    if cluster.stored_status != cluster.status:
+        if cluster.stored_status not in (None, DELETED):
+            change[clusters_counter(cluster.stored_status)] -= 1
+        if cluster.status != DELETED:
+            change[clusters_counter(cluster.status)] += 1
+    return change
+
+
+def _operation_changes(transitions: tuple[Transition, ...]) -> Counter[str]:
+    change: Counter[str] = Counter()
+    for transition in transitions:
+        if transition.final:
+            change[OPEN_OPERATIONS] -= 1
+            if transition.status == "failed":
+                change[FAILED_OPERATIONS] += 1
+    return change
 
 
 def _transition(tx: Transaction, cluster_id: str, transition: Transition, *, at: int, retention: int) -> None:
@@ -209,6 +249,7 @@ def close_operation(cluster_id: str, transition: Transition, *, at: int, retenti
     """Move an operation that its cluster no longer tracks (the cluster is gone)."""
     with transaction() as tx:
         _transition(tx, cluster_id, transition, at=at, retention=retention)
+        fleet_records.add(tx, _operation_changes((transition,)))
 
 
 def get_cluster(cluster_id: str) -> Cluster | None:

@@ -19,6 +19,7 @@ Primary keys (`pk`, `sk`):
     agent token       AGENT#<id>              AGENT
     idempotency key   IDEMP#<scope>#<key>     IDEMP
     rate counter      RATE#<caller>#<window>  RATE
+    fleet counter     FLEET                   <counter>#<shard>   (clusters by status, open and failed operations)
 
 Sparse global secondary indexes (an item is in an index only while it has that index's attributes):
 
@@ -132,6 +133,18 @@ def idempotency(scope: str, key: str) -> Key:
 
 def rate_counter(caller: str, window_start: int) -> Key:
     return f"RATE#{caller}#{window_start}", "RATE"
+
+
+FLEET = "FLEET"
+
+
+def fleet_counter(counter: str, shard: int) -> Key:
+    """One shard of a fleet-wide count; the shards of every counter share the FLEET partition (one Query reads all)."""
+    return FLEET, f"{counter}#{shard:02d}"
+
+
+def fleet_counter_name(sort_key: str) -> str:
+    return sort_key.rpartition("#")[0]
 
 
 # --- index keys ------------------------------------------------------------------------------------------------
