@@ -26,6 +26,7 @@ from chalicelib.store.table import ConditionFailed, LostRace
 
 WindowName = Literal["1h", "24h", "7d"]
 WRITE_ATTEMPTS = 3
+LAST = 3  # a rollup's aggregate of a metric is [sum, count, max, last]
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,9 @@ def fold(rollup: Rollup, samples: Iterable[Sample]) -> bool:
         values = _values(sample)
         for name, given in values.items():
             value = float(given)
-            aggregate = rollup.aggregates.setdefault(name, {"sum": 0.0, "count": 0, "max": value, "last": value})
-            aggregate["sum"] += value
-            aggregate["count"] += 1
-            aggregate["max"] = max(aggregate["max"], value)
-            aggregate["last"] = value
-        rollup.last_at, rollup.latest, folded = sample.at, values, True
+            total, count, largest, _ = rollup.aggregates.get(name) or (0.0, 0, value, given)
+            rollup.aggregates[name] = [total + value, count + 1, max(largest, value), given]
+        rollup.last_at, folded = sample.at, True
     return folded
 
 
@@ -132,7 +130,8 @@ class PointOut(Out):
 
 class LatestOut(Out):
     at: int = Field(description="when the newest sample of the window was taken")
-    values: dict[str, int | float] = Field(description="its values (those the agent sent, and connections_percent)")
+    values: dict[str, int | float] = Field(
+        description="the newest value of each metric in the newest bucket (as the agent sent them, and connections_percent)")
 
 
 class SeriesOut(Out):
@@ -154,7 +153,8 @@ def _point(start: int, rollup: Rollup | None) -> PointOut:
         found = rollup.aggregates.get(name) if rollup is not None else None
         if found is None:
             return None
-        return found["sum"] / found["count"] if kind == "avg" else found[kind]
+        total, count, largest, last = found
+        return float({"avg": total / count, "max": largest, "last": last}[kind])
 
     def avg_max(name: str) -> AvgMax:
         return {"avg": aggregate(name, "avg"), "max": aggregate(name, "max")}
@@ -177,11 +177,12 @@ def series(cluster: Cluster, window: Window, *, at: int) -> SeriesOut:
     first = last - (window.points - 1) * bucket
     found = {r.start: r for r in metric_records.rollups_of(cluster.id, bucket, first=first, last=last)}
     newest = max(found.values(), key=lambda r: r.last_at or 0, default=None)
-    max_connections = next((int(r.aggregates["max_connections"]["last"]) for r in sorted(
+    max_connections = next((int(r.aggregates["max_connections"][LAST]) for r in sorted(
         found.values(), key=lambda r: r.start, reverse=True) if "max_connections" in r.aggregates), None)
     return SeriesOut(
         window=window.name, bucket_seconds=bucket, start=first, end=last + bucket, units=UNITS,
         max_connections=max_connections, storage_gb=cluster.storage_gb,
-        latest=LatestOut(at=newest.last_at, values=newest.latest) if newest is not None and newest.last_at else None,
+        latest=(LatestOut(at=newest.last_at, values={name: a[LAST] for name, a in newest.aggregates.items()})
+                if newest is not None and newest.last_at else None),
         points=[_point(start, found.get(start)) for start in range(first, last + bucket, bucket)],
     )

@@ -1,7 +1,7 @@
 """Metric rollups: per cluster, bucket size and bucket, what the samples in that bucket add up to.
 
-A rollup holds, per metric, the sum, count, maximum and last value of the samples folded into it, the time
-of the newest of them (`last_at`) and that sample's values (`latest`). It is read and written whole: a write
+A rollup holds, per metric, the sum, count, maximum and last value of the samples folded into it (a list, to keep
+the item under 1 KB) and the time of the newest of them (`last_at`). It is read and written whole: a write
 is conditional on the `last_at` it was read with (or on being new), so two writers folding into the same
 bucket never lose each other's samples; the loser reads again. It expires when no window reads it any more.
 """
@@ -24,8 +24,7 @@ class MetricRollup(Item):
     bucket_seconds = IntegerAttribute()
     start = IntegerAttribute()
     last_at = IntegerAttribute()
-    aggregates = JSONAttribute()  # {metric: {"sum", "count", "max", "last"}}
-    latest = JSONAttribute()  # the values of the sample taken at last_at
+    aggregates = JSONAttribute()  # {metric: [sum, count, max, last]}
 
 
 @dataclass
@@ -36,8 +35,7 @@ class Rollup:
     bucket_seconds: int
     start: int
     last_at: int | None = None
-    aggregates: dict[str, dict[str, float]] = field(default_factory=dict)
-    latest: dict[str, int | float] = field(default_factory=dict)
+    aggregates: dict[str, list[int | float]] = field(default_factory=dict)
     read_last_at: int | None = None
 
 
@@ -45,10 +43,9 @@ RollupKey = tuple[str, int, int]  # cluster id, bucket seconds, bucket start
 
 
 def _rollup(item: MetricRollup) -> Rollup:
-    aggregates: dict[str, dict[str, float]] = item.aggregates
-    latest: dict[str, int | float] = item.latest
+    aggregates: dict[str, list[int | float]] = item.aggregates
     return Rollup(cluster_id=item.cluster_id, bucket_seconds=item.bucket_seconds, start=item.start,
-                  last_at=item.last_at, aggregates=aggregates, latest=latest, read_last_at=item.last_at)
+                  last_at=item.last_at, aggregates=aggregates, read_last_at=item.last_at)
 
 
 def rollups(wanted: list[RollupKey]) -> dict[RollupKey, Rollup]:
@@ -72,7 +69,7 @@ def put_rollups(changed: list[Rollup], *, expires: dict[int, int]) -> None:
                 item = MetricRollup(
                     *keys.metric_rollup(rollup.cluster_id, rollup.bucket_seconds, rollup.start),
                     cluster_id=rollup.cluster_id, bucket_seconds=rollup.bucket_seconds, start=rollup.start,
-                    last_at=rollup.last_at, aggregates=rollup.aggregates, latest=rollup.latest,
+                    last_at=rollup.last_at, aggregates=rollup.aggregates,
                     expires_ttl=rollup.start + expires[rollup.bucket_seconds],
                 )
                 condition: Any = (MetricRollup.pk.does_not_exist() if rollup.read_last_at is None
