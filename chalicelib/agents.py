@@ -213,6 +213,6 @@ def ingest_metrics(settings: Settings, agent: Principal, batch: MetricsBatch) ->
             raise errors.Invalid("sample time out of range", details=[{
                 "field": f"samples.{index}.at", "message": "must be within the retention window and not in the future"}])
     samples = [cluster_records.Sample(s.cluster_id, s.at, s.values.model_dump(exclude_none=True)) for s in batch.samples]
-    metric_series.record(samples)
+    metric_series.record(samples, at=at)
     autoscaler.observe(settings, clusters, samples)
     return MetricsAccepted(accepted=len(batch.samples))

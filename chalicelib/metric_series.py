@@ -80,15 +80,18 @@ def fold(rollup: Rollup, samples: Iterable[Sample]) -> bool:
     return folded
 
 
-def record(samples: list[Sample]) -> None:
+def record(samples: list[Sample], *, at: int) -> None:
     """Fold the samples into the rollups of every bucket size: one BatchGetItem per 100 rollups touched, one
     TransactWriteItems per 100 changed (a batch of one sample per cluster touches 3 rollups per cluster).
+    A sample skips the bucket sizes whose window no longer shows its bucket at `at` (an old backlog).
 
     Read and folded again when another writer changed a rollup meanwhile; Contention after three attempts.
     """
     grouped: dict[RollupKey, list[Sample]] = {}
     for sample in samples:
-        for bucket in EXPIRES:
+        for bucket, expires in EXPIRES.items():
+            if sample.at - sample.at % bucket + expires <= at:
+                continue
             grouped.setdefault((sample.cluster_id, bucket, sample.at - sample.at % bucket), []).append(sample)
     for attempt in range(WRITE_ATTEMPTS):
         stored = metric_records.rollups(list(grouped))

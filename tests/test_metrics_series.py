@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.store import keys
 from conftest import Account, Stack, cluster_path
 
 WINDOWS = {"1h": (60, 60), "24h": (900, 96), "7d": (3600, 168)}
@@ -129,6 +130,15 @@ def test_a_batch_sent_again_is_counted_once(stack: Stack, owner: Account) -> Non
     post(stack, cluster["id"], batch)
     post(stack, cluster["id"], [(at + 20, {"cpu_percent": 90.0})])  # older than the bucket's newest: not folded
     assert point(series(stack, owner, cluster["id"]), at)["cpu_percent"] == {"avg": 25.0, "max": 40.0}
+
+
+def test_a_sample_older_than_the_hour_reaches_only_the_day_and_week_rollups(stack: Stack, owner: Account) -> None:
+    cluster = stack.create_cluster(owner, region="nyc1")["cluster"]
+    at = stack.now() - 2 * 3600
+    post(stack, cluster["id"], [(at, {"cpu_percent": 70.0})])
+    assert stack.raw_item(keys.metric_rollup(cluster["id"], 60, at - at % 60)) is None
+    assert point(series(stack, owner, cluster["id"], "24h"), at - at % 900)["cpu_percent"] == {"avg": 70.0, "max": 70.0}
+    assert point(series(stack, owner, cluster["id"], "7d"), at - at % 3600)["cpu_percent"] == {"avg": 70.0, "max": 70.0}
 
 
 def test_a_bad_window_is_refused_naming_window(stack: Stack, owner: Account) -> None:
