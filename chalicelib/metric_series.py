@@ -144,10 +144,10 @@ class SeriesOut(Out):
     end: int = Field(description="the newest bucket's end (the newest bucket is the one the API's clock is in)")
     units: dict[str, str] = Field(description="the unit of each series")
     max_connections: int | None = Field(
-        description="the newest max_connections reported in the window (what connections_percent divides by); "
+        default=None, description="the newest max_connections reported in the window (what connections_percent divides by); "
                     "absent when none was")
     storage_gb: int = Field(description="the cluster's storage size now (what storage_used_percent is of)")
-    latest: LatestOut | None = Field(description="the newest sample of the window; absent when it has none")
+    latest: LatestOut | None = Field(default=None, description="the newest sample of the window; absent when it has none")
     points: list[PointOut] = Field(description="exactly the window's number of buckets, oldest first")
 
 
