@@ -25,19 +25,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import (
-    Api,
-    AwsCalls,
-    DynamoCalls,
-    agent_token,
-    heading,
-    load_average,
-    machine,
-    markdown_table,
-    moto_stack,
-    sqs_client,
-    use_environment,
-)
+from bench.counting import AwsCalls, sqs_client
+from bench.inprocess import agent_token, app_in_process
+from bench.report import heading, load_average, machine, markdown_table
 
 REGION = "nyc1"
 CANDIDATES = 10
@@ -56,13 +46,6 @@ class Row:
     items_returned: int
     sqs: str
     ms: float
-
-
-def table_client() -> Any:
-    """The botocore client behind every entity model of the store."""
-    from chalicelib.store.table import Item
-
-    return Item._get_connection().connection.client
 
 
 def cluster(n: int, *, password: str, at: int, prefix: str) -> Any:
@@ -119,15 +102,12 @@ def main() -> None:
     parser.add_argument("--levels", default="10,1000,10000", help="autoscaled clusters in the table, ascending")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    with moto_stack(LOG_LEVEL="WARNING") as env:
-        use_environment(env)
-        api = Api()
+    with app_in_process() as (api, counter):
         from chalicelib import autoscaler, crypto
         from chalicelib.settings import get_settings
 
         settings = get_settings()
-        counter, sqs = DynamoCalls(), AwsCalls()
-        counter.attach(table_client())
+        sqs = AwsCalls()
         sqs.attach(sqs_client(), "sqs")
         agent = agent_token(REGION)
         password = crypto.cipher(settings).encrypt("x" * 43, context="cluster:seed:db_password")

@@ -37,7 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, heading, markdown_table, median, moto_stack, ms
+from bench.inprocess import moto_stack
+from bench.report import heading, markdown_table, median, ms
+from devstack.harness import ROOT
 
 # The children share this preamble so every variant measures the same span.
 _PREAMBLE = "import time; _t0 = time.perf_counter()\nimport json, sys\n"
@@ -49,6 +51,12 @@ _t1 = time.perf_counter()
 response = app.app(json.loads(sys.argv[1]), None)
 _t2 = time.perf_counter()
 result = {"import": _t1 - _t0, "request": _t2 - _t1, "total": _t2 - _t0, "status": response["statusCode"]}
+""" + _REPORT
+
+REGISTER = _PREAMBLE + """\
+import app
+response = app.app(json.loads(sys.argv[1]), None)
+result = {"status": response["statusCode"], "body": response["body"]}
 """ + _REPORT
 
 BOTO3_IMPORT = _PREAMBLE + """\
@@ -116,17 +124,21 @@ def proxy_event(method: str, path: str, *, body: Any = None, token: str | None =
     }
 
 
-def snapshot(target: Path, *, compile_: bool) -> Path:
-    """A copy of app.py and chalicelib/ (no bytecode), byte-compiled when `compile_`."""
-    target.mkdir(parents=True)
-    shutil.copy2(ROOT / "app.py", target / "app.py")
-    shutil.copytree(ROOT / "chalicelib", target / "chalicelib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    if compile_ and not compileall.compile_dir(str(target), quiet=1):
+def snapshot(target: Path, *, compile_: bool, package: Path | None = None) -> Path:
+    """The extracted `package`, or a copy of app.py and chalicelib/ (no bytecode); byte-compiled when `compile_`."""
+    if package:
+        shutil.unpack_archive(str(package), str(target), format="zip")
+    else:
+        target.mkdir(parents=True)
+        shutil.copy2(ROOT / "app.py", target / "app.py")
+        shutil.copytree(ROOT / "chalicelib", target / "chalicelib",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if compile_ and not compileall.compile_dir(str(target), quiet=1, workers=(os.cpu_count() or 1) if package else 1):
         raise RuntimeError(f"compileall failed in {target}")
     return target
 
 
-def run_child(runner: Runner, variant: Variant) -> dict[str, float]:
+def run_child(runner: Runner, variant: Variant) -> dict[str, Any]:
     args = [*runner.python, "-c", variant.code] + ([variant.argument] if variant.argument else [])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -150,16 +162,9 @@ def setup_account(runner: Runner) -> tuple[str, str, str]:
     event = proxy_event("POST", "/v1/auth/register", body={
         "email": email, "password": password, "name": "Cold Start", "organization_name": "Cold Start Org",
     })
-    code = "import json, sys, app\nr = app.app(json.loads(sys.argv[1]), None)\nprint('BENCH ' + json.dumps(r))\n"
-    done = subprocess.run([*runner.python, "-c", code, json.dumps(event)], cwd=runner.compiled, env=runner.env,
-                          capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH ")]
-    if not lines:
-        raise RuntimeError(f"registration failed:\n{done.stdout}\n{done.stderr}")
-    response = json.loads(lines[-1][6:])
-    if response["statusCode"] != 201:
-        raise RuntimeError(f"registration answered {response['statusCode']}: {response['body']}")
-    return email, password, json.loads(response["body"])["access_token"]
+    registered = run_child(runner, Variant("register", "registration", REGISTER, runner.compiled, json.dumps(event),
+                                           201))
+    return email, password, json.loads(registered["body"])["access_token"]
 
 
 def variants(runner: Runner) -> list[Variant]:
@@ -205,12 +210,9 @@ def report(runner: Runner, pairs: int) -> None:
     rows = []
     for variant in chosen:
         samples = results[variant.key]
-        rows.append([
-            f"{variant.key}: {variant.label}",
-            ms(_median(samples, "import")), ms(_median(samples, "request")), ms(_median(samples, "total")),
-            ms(_median(samples, "wall")), ms(_median(samples, "cpu")),
-            f"{ms(min(s['total'] for s in samples))}–{ms(max(s['total'] for s in samples))}",
-        ])
+        rows.append([f"{variant.key}: {variant.label}",
+                     *(ms(_median(samples, key)) for key in ("import", "request", "total", "wall", "cpu")),
+                     f"{ms(min(s['total'] for s in samples))}–{ms(max(s['total'] for s in samples))}"])
     print(markdown_table(["variant", "import", "first request", "in-process total", "process wall", "process CPU",
                           "in-process range"], rows))
     a, b = results["A"], results["B"]
@@ -279,13 +281,6 @@ def report_imports(runner: Runner, top: int = 15) -> None:
           f"modules only app imports {total_extra / 1000:.1f} ms")
 
 
-def extract(package: Path, target: Path, *, compile_: bool) -> Path:
-    shutil.unpack_archive(str(package), str(target), format="zip")
-    if compile_ and not compileall.compile_dir(str(target), quiet=1, workers=os.cpu_count() or 1):
-        raise RuntimeError(f"compileall failed in {target}")
-    return target
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=15)
@@ -296,11 +291,8 @@ def main() -> None:
     print(f"\nChildren run as `{' '.join(python)}` {where}, with PYTHONDONTWRITEBYTECODE=1.")
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp, moto_stack(LOG_LEVEL="INFO") as stack_env:
         root = Path(tmp)
-        if args.package:
-            compiled = extract(args.package, root / "compiled", compile_=True)
-            source = extract(args.package, root / "source", compile_=False)
-        else:
-            compiled, source = snapshot(root / "compiled", compile_=True), snapshot(root / "source", compile_=False)
+        compiled = snapshot(root / "compiled", compile_=True, package=args.package)
+        source = snapshot(root / "source", compile_=False, package=args.package)
         env = {**stack_env, "PYTHONDONTWRITEBYTECODE": "1"}
         runner = Runner(python=python, env=env, compiled=compiled, source=source, package=bool(args.package))
         report(runner, args.pairs)

@@ -1,315 +1,222 @@
 """DynamoDB requests and items read per endpoint, counted on the botocore client every entity model shares.
 
-Each scenario prepares its state through the API (not counted), then returns the one request to
-measure (or, for the scheduled reaper, the in-process call). The table shows the calls that request
-made, by operation, the items DynamoDB read for them (counted from the responses), an estimate of the
-on-demand request units from the sizes of the items read and written, the capacity the server reports
+Each scenario is a row of `SCENARIOS`: a setup that prepares its state through the API (not counted) and
+returns what the request needs (`Ctx`: the token, ids for the path, values for the body), then the one
+request to measure (or, for the scheduled reaper, the in-process call). The table shows the calls that
+request made, by operation, the items DynamoDB read for them (counted from the responses), an estimate of
+the on-demand request units from the sizes of the items read and written, the capacity the server reports
 (`ReturnConsumedCapacity: TOTAL` is added to every call), the SQS messages sent, and the theoretical
-minimum where the code could do fewer round trips. To cover a new endpoint, add a function decorated
-with `@scenario(...)`.
+minimum where the code could do fewer round trips. To cover a new endpoint, add a row.
 
     .venv/bin/python -m bench.dynamo_calls
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from bench.common import (
-    PASSWORD,
-    Account,
+from bench.counting import AwsCalls, DynamoCalls, sqs_client
+from bench.inprocess import (
     Api,
-    AwsCalls,
-    DynamoCalls,
     agent_token,
     app_in_process,
-    cluster_body,
-    cluster_path,
-    clusters_path,
     create_cluster,
-    heading,
     invite,
     join,
-    markdown_table,
     new_email,
     reaper_event,
     register,
     report_status,
     settle,
-    sqs_client,
 )
+from bench.report import heading, markdown_table
+from devstack.harness import PASSWORD, Account, cluster_body
 
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    status: int
-    token: str | None = None
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    run: Callable[[], str] | None = None  # an in-process call instead of an HTTP request; returns a summary
-    expect: str = ""  # the summary `run` should return
+Ctx = dict[str, Any]  # what a setup returns: "token", path fields (org, cid, op, user, inv) and body values
+CLUSTER = "/v1/orgs/{org}/clusters/{cid}"
+WRONG = "wrong password!"
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    prepare: Callable[[Api], Request]
+    method: str  # "CALL": `call` runs in-process instead of an HTTP request
+    path: str  # formatted with the setup's Ctx
+    status: int
+    setup: Callable[[Api], Ctx] = lambda api: {}
+    body: Callable[[Ctx], Any] | None = None
+    headers: Callable[[Ctx], dict[str, str]] | None = None
     minimum: int | None = None  # fewest DynamoDB requests that could serve it, when lower than today's
     how: str = ""  # how that minimum is reached
+    call: Callable[[], str] | None = None  # returns a summary, expected to equal `expect`
+    expect: str = ""
 
 
-SCENARIOS: list[Scenario] = []
+# --- setups: each prepares the state through the API and names what the request uses ---------------
 
 
-Prepare = Callable[[Api], Request]
+def owner_ctx(account: Account) -> Ctx:
+    return {"token": account.access_token, "org": account.org_id, "email": account.email,
+            "refresh": account.refresh_token, "user": account.user_id}
 
 
-def scenario(name: str, *, minimum: int | None = None, how: str = "") -> Callable[[Prepare], Prepare]:
-    """Register a scenario: `prepare(api)` sets up its state through the API and returns the request to count."""
-
-    def add(prepare: Prepare) -> Prepare:
-        SCENARIOS.append(Scenario(name, prepare, minimum, how))
-        return prepare
-
-    return add
+def owner(api: Api) -> Ctx:
+    return owner_ctx(register(api))
 
 
-SESSION_AND_MEMBER = ("BatchGetItem of the session and the caller's membership "
-                      "(both keys are known from the JWT and the path)")
+def failed_logins(times: int) -> Callable[[Api], Ctx]:
+    def setup(api: Api) -> Ctx:
+        ctx = owner(api)
+        for _ in range(times):
+            api.call("POST", "/v1/auth/login", body={"email": ctx["email"], "password": WRONG})
+        return ctx
+    return setup
 
 
-# --- unauthenticated and meta -----------------------------------------------------------------
-
-
-@scenario("GET /health")
-def _health(api: Api) -> Request:
-    return Request("GET", "/health", 200)
-
-
-@scenario("GET /openapi.json")
-def _openapi(api: Api) -> Request:
-    return Request("GET", "/openapi.json", 200)
-
-
-@scenario("OPTIONS /v1/orgs (CORS preflight)")
-def _preflight(api: Api) -> Request:
-    return Request("OPTIONS", "/v1/orgs", 204, headers={"origin": "http://localhost:3000",
-                                                        "access-control-request-method": "GET"})
-
-
-@scenario("GET /v1/auth/me with a forged token (401)")
-def _forged(api: Api) -> Request:
-    return Request("GET", "/v1/auth/me", 401, token="eyJhbGciOiJIUzI1NiJ9.e30.invalid")
-
-
-# --- accounts and sessions ----------------------------------------------------------------------
-
-
-@scenario("POST /v1/auth/register (new organization)", minimum=1,
-          how="put the session and refresh token in the account transaction (6 items) instead of a second one")
-def _register(api: Api) -> Request:
-    return Request("POST", "/v1/auth/register", 201, body={
-        "email": new_email(), "password": PASSWORD, "name": "Bench User", "organization_name": "Bench Org",
-    })
-
-
-@scenario("POST /v1/auth/register (with invitation)", minimum=2,
-          how="BatchGetItem the invitation and its org together (the token names both) + one transaction "
-              "carrying the account, membership, session and refresh token (7 items)")
-def _register_invited(api: Api) -> Request:
-    owner = register(api)
-    email = new_email("invited")
-    token = invite(api, owner, email=email)["token"]
-    return Request("POST", "/v1/auth/register", 201, body={
-        "email": email, "password": PASSWORD, "name": "Invited", "invitation_token": token,
-    })
-
-
-# The attempt counter is claimed before the password check (store.claim_login_attempt). One UpdateItem
-# can claim it whether or not the item exists: SET count = if_not_exists(count, :zero) + :one,
-# window_start = if_not_exists(window_start, :now) under `attribute_not_exists(pk) OR (window_start >
-# :cutoff AND count < :limit)`. Only a stale window still needs the conditional PutItem.
-ONE_CLAIM = "claim the attempt with one if_not_exists UpdateItem (not a failing UpdateItem then a PutItem)"
-
-
-@scenario("POST /v1/auth/login (success)", minimum=4,
-          how=ONE_CLAIM + "; delete the counter inside the session transaction; "
-              "3 if the e-mail claim also carried the user id's password hash and profile")
-def _login(api: Api) -> Request:
-    account = register(api)
-    return Request("POST", "/v1/auth/login", 200, body={"email": account.email, "password": PASSWORD})
-
-
-@scenario("POST /v1/auth/login (success after a failure)", minimum=4,
-          how="delete the counter inside the session transaction")
-def _login_after_failure(api: Api) -> Request:
-    account = register(api)
-    api.call("POST", "/v1/auth/login", body={"email": account.email, "password": "wrong password!"})
-    return Request("POST", "/v1/auth/login", 200, body={"email": account.email, "password": PASSWORD})
-
-
-@scenario("POST /v1/auth/login (wrong password, first failure)", minimum=3, how=ONE_CLAIM)
-def _login_first_failure(api: Api) -> Request:
-    account = register(api)
-    return Request("POST", "/v1/auth/login", 401, body={"email": account.email, "password": "wrong password!"})
-
-
-@scenario("POST /v1/auth/login (wrong password, repeated)", minimum=2,
-          how="only if the e-mail claim carried the password hash (one GetItem instead of claim then user)")
-def _login_repeat_failure(api: Api) -> Request:
-    account = register(api)
-    api.call("POST", "/v1/auth/login", body={"email": account.email, "password": "wrong password!"})
-    return Request("POST", "/v1/auth/login", 401, body={"email": account.email, "password": "wrong password!"})
-
-
-@scenario("POST /v1/auth/login (unknown e-mail)", minimum=2, how=ONE_CLAIM)
-def _login_unknown(api: Api) -> Request:
-    return Request("POST", "/v1/auth/login", 401, body={"email": new_email("nobody"), "password": PASSWORD})
-
-
-@scenario("POST /v1/auth/login (locked out, 429)", minimum=2,
-          how=ONE_CLAIM + " then the GetItem for Retry-After; 1 if the refused UpdateItem returned the old item "
-              "(ReturnValuesOnConditionCheckFailure=ALL_OLD, which pynamodb 6.1's Model.update does not expose)")
-def _login_locked(api: Api) -> Request:
+def locked_out(api: Api) -> Ctx:
     email = new_email("locked")
     for _ in range(10):  # LOGIN_MAX_FAILURES defaults to 10
-        api.call("POST", "/v1/auth/login", body={"email": email, "password": "wrong password!"})
-    return Request("POST", "/v1/auth/login", 429, body={"email": email, "password": PASSWORD})
+        api.call("POST", "/v1/auth/login", body={"email": email, "password": WRONG})
+    return {"email": email}
 
 
-@scenario("POST /v1/auth/refresh", minimum=3,
-          how="drop the session GetItem: the transaction already conditions on the session being live, and the "
-              "refresh record's expires_ttl already equals the session's expires_at")
-def _refresh(api: Api) -> Request:
-    return Request("POST", "/v1/auth/refresh", 200, body={"refresh_token": register(api).refresh_token})
+def refreshed(api: Api) -> Ctx:
+    ctx = owner(api)
+    api.call("POST", "/v1/auth/refresh", body={"refresh_token": ctx["refresh"]})
+    return ctx
 
 
-@scenario("POST /v1/auth/refresh (reused token: revokes the session)")
-def _refresh_reuse(api: Api) -> Request:
+def invited(api: Api) -> Ctx:
+    email = new_email("invited")
+    return {"email": email, "invitation": invite(api, register(api), email=email)["token"]}
+
+
+def stranger(api: Api) -> Ctx:
+    org = register(api).org_id
+    return {"org": org, "token": register(api).access_token}
+
+
+def with_member(*, as_member: bool = False) -> Callable[[Api], Ctx]:
+    def setup(api: Api) -> Ctx:
+        account = register(api)
+        member = join(api, account, role="member")
+        return {**owner_ctx(account), "user": member.user_id, **({"token": member.access_token} if as_member else {})}
+    return setup
+
+
+def with_invitation(api: Api) -> Ctx:
     account = register(api)
-    api.call("POST", "/v1/auth/refresh", body={"refresh_token": account.refresh_token})
-    return Request("POST", "/v1/auth/refresh", 401, body={"refresh_token": account.refresh_token})
+    return {**owner_ctx(account), "inv": invite(api, account, email=new_email("invitee"))["id"]}
 
 
-@scenario("POST /v1/auth/logout")
-def _logout(api: Api) -> Request:
-    return Request("POST", "/v1/auth/logout", 204, token=register(api).access_token)
+def guest(api: Api) -> Ctx:
+    account, other = register(api), register(api)
+    return {"token": other.access_token, "invitation": invite(api, account, email=other.email)["token"]}
 
 
-@scenario("GET /v1/auth/me", minimum=1, how="one BatchGetItem of the session and the user (sid and sub are in the JWT)")
-def _me(api: Api) -> Request:
-    return Request("GET", "/v1/auth/me", 200, token=register(api).access_token)
+_AGENTS: dict[str, str] = {}
 
 
-# --- organizations -------------------------------------------------------------------------------
+def agent(region: str = "nyc1") -> str:
+    if region not in _AGENTS:
+        _AGENTS[region] = agent_token(region)
+    return _AGENTS[region]
 
 
-def _owner_with_member(api: Api, role: str = "member") -> tuple[Account, Account]:
-    owner = register(api)
-    return owner, join(api, owner, role=role)
+def with_cluster(*, running: bool = False, clusters: int = 1, **fields: Any) -> Callable[[Api], Ctx]:
+    """An organization with clusters; `running`: the first reported ready with an endpoint (its create closed)."""
+    def setup(api: Api) -> Ctx:
+        account = register(api)
+        created = [create_cluster(api, account, **fields) for _ in range(clusters)]
+        if running:
+            settle(api, agent(created[0]["cluster"]["region"]), created[0]["cluster"])
+        return {**owner_ctx(account), "cid": created[0]["cluster"]["id"], "op": created[0]["operation"]["id"],
+                "ids": [c["cluster"]["id"] for c in created], "name": created[0]["cluster"]["name"]}
+    return setup
 
 
-@scenario("GET /v1/orgs", minimum=2,
-          how="only by copying the org name onto each membership (renames then fan out); otherwise minimal")
-def _list_orgs(api: Api) -> Request:
-    return Request("GET", "/v1/orgs", 200, token=register(api).access_token)
+def then(setup: Callable[[Api], Ctx], step: Callable[[Api, Ctx], None]) -> Callable[[Api], Ctx]:
+    def both(api: Api) -> Ctx:
+        ctx = setup(api)
+        step(api, ctx)
+        return ctx
+    return both
 
 
-@scenario("GET /v1/orgs/{id}", minimum=1,
-          how="one BatchGetItem of session, membership and org (all keys known up front)")
-def _get_org(api: Api) -> Request:
-    owner = register(api)
-    return Request("GET", f"/v1/orgs/{owner.org_id}", 200, token=owner.access_token)
+def scaled(*instances: int, key: bool = False) -> Callable[[Api, Ctx], None]:
+    def step(api: Api, ctx: Ctx) -> None:
+        ctx["key"] = new_email("key") if key else None
+        for n in instances:
+            headers = {"idempotency-key": ctx["key"]} if key else None
+            reply = api.call("POST", CLUSTER.format(**ctx) + "/scale", token=ctx["token"], body={"instances": n},
+                             headers=headers)
+            if reply.status != 202:
+                raise RuntimeError(f"scale failed: {reply.status} {reply.body}")
+    return step
 
 
-@scenario("GET /v1/orgs/{id} as a non-member (404)", minimum=1, how=SESSION_AND_MEMBER)
-def _get_org_stranger(api: Api) -> Request:
-    owner, stranger = register(api), register(api)
-    return Request("GET", f"/v1/orgs/{owner.org_id}", 404, token=stranger.access_token)
+def samples(cluster_ids: list[str], per_cluster: int) -> dict[str, Any]:
+    at = int(time.time())
+    return {"samples": [{"cluster_id": cid, "at": at - 60 * i, "values": {"cpu_percent": 12.5, "connections": 3}}
+                        for cid in cluster_ids for i in range(per_cluster)]}
 
 
-@scenario("PATCH /v1/orgs/{id} (rename)", minimum=2, how=SESSION_AND_MEMBER + " + the UpdateItem")
-def _rename_org(api: Api) -> Request:
-    owner = register(api)
-    return Request("PATCH", f"/v1/orgs/{owner.org_id}", 200, token=owner.access_token, body={"name": "Renamed"})
+def posted_samples(api: Api, ctx: Ctx) -> None:
+    reply = api.call("POST", "/v1/agent/metrics", token=agent(), body=samples([ctx["cid"]], 10))
+    if reply.status != 200:
+        raise RuntimeError(f"metrics failed: {reply.status} {reply.body}")
 
 
-@scenario("GET /v1/orgs/{id}/members", minimum=2, how=SESSION_AND_MEMBER + " + the Query")
-def _list_members(api: Api) -> Request:
-    owner, _ = _owner_with_member(api)
-    return Request("GET", f"/v1/orgs/{owner.org_id}/members", 200, token=owner.access_token)
+def as_agent(setup: Callable[[Api], Ctx], region: str = "nyc1") -> Callable[[Api], Ctx]:
+    return lambda api: {**setup(api), "token": agent(region)}
 
 
-@scenario("PATCH /v1/orgs/{id}/members/{user} (member → admin)", minimum=2,
-          how="one BatchGetItem of session, actor and target memberships + the transaction")
-def _change_role(api: Api) -> Request:
-    owner, member = _owner_with_member(api)
-    return Request("PATCH", f"/v1/orgs/{owner.org_id}/members/{member.user_id}", 200, token=owner.access_token,
-                   body={"role": "admin"})
+PROVISIONING = {"observed_generation": 1, "phase": "provisioning", "ready_instances": 0}
 
 
-@scenario("PATCH /v1/orgs/{id}/members/{user} (member → owner)", minimum=2,
-          how="one BatchGetItem of session, actor and target memberships + the transaction")
-def _promote_owner(api: Api) -> Request:
-    owner, member = _owner_with_member(api)
-    return Request("PATCH", f"/v1/orgs/{owner.org_id}/members/{member.user_id}", 200, token=owner.access_token,
-                   body={"role": "owner"})
+def reported(api: Api, ctx: Ctx) -> None:
+    report_status(api, agent(), ctx["cid"], **PROVISIONING)
 
 
-@scenario("DELETE /v1/orgs/{id}/members/{user} (remove a member)", minimum=2,
-          how="one BatchGetItem of session, actor and target memberships + the transaction")
-def _remove_member(api: Api) -> Request:
-    owner, member = _owner_with_member(api)
-    return Request("DELETE", f"/v1/orgs/{owner.org_id}/members/{member.user_id}", 204, token=owner.access_token)
+def reap() -> str:
+    """app.reap with the event EventBridge sends; returns what the sweep it ran (chalicelib.lifecycle.sweep) did."""
+    import app
+    from chalicelib import lifecycle
+
+    results = []
+    sweep = lifecycle.sweep
+
+    def recording(settings: Any) -> Any:
+        results.append(sweep(settings))
+        return results[-1]
+
+    lifecycle.sweep = recording  # type: ignore[assignment]  # record the sweep app.reap runs
+    try:
+        app.reap(reaper_event(), None)
+    finally:
+        lifecycle.sweep = sweep  # type: ignore[assignment]  # as above
+    return f"requeued={results[0].requeued}, failed={results[0].failed_operations}"
 
 
-@scenario("DELETE /v1/orgs/{id}/members/{self} (leave)", minimum=2, how=SESSION_AND_MEMBER + " + the transaction")
-def _leave(api: Api) -> Request:
-    owner, member = _owner_with_member(api)
-    return Request("DELETE", f"/v1/orgs/{owner.org_id}/members/{member.user_id}", 204, token=member.access_token)
+def stale_and_overdue(api: Api) -> Ctx:
+    from chalicelib.store import cluster_records, keys
+
+    past = int(time.time()) - 7200
+    stale = cluster_records.get_cluster(with_cluster()(api)["cid"])
+    assert stale is not None
+    cluster_records.touch_unsettled(stale, at=past)
+    ctx = with_cluster()(api)
+    operation = cluster_records.get_operation(ctx["cid"], ctx["op"])
+    assert operation is not None
+    _, due = keys.open_operation(past, ctx["cid"], ctx["op"])
+    operation.update(actions=[cluster_records.Operation.deadline.set(past), cluster_records.Operation.gsi2sk.set(due)])
+    return {}
 
 
-# --- invitations ---------------------------------------------------------------------------------
-
-
-@scenario("POST /v1/orgs/{id}/invitations", minimum=2, how=SESSION_AND_MEMBER + " + the PutItem")
-def _invite(api: Api) -> Request:
-    owner = register(api)
-    return Request("POST", f"/v1/orgs/{owner.org_id}/invitations", 201, token=owner.access_token,
-                   body={"email": new_email("invitee"), "role": "member"})
-
-
-@scenario("GET /v1/orgs/{id}/invitations", minimum=2, how=SESSION_AND_MEMBER + " + the Query")
-def _list_invitations(api: Api) -> Request:
-    owner = register(api)
-    invite(api, owner, email=new_email("invitee"))
-    return Request("GET", f"/v1/orgs/{owner.org_id}/invitations", 200, token=owner.access_token)
-
-
-@scenario("DELETE /v1/orgs/{id}/invitations/{id} (revoke)", minimum=2, how=SESSION_AND_MEMBER + " + the DeleteItem")
-def _revoke_invitation(api: Api) -> Request:
-    owner = register(api)
-    invitation = invite(api, owner, email=new_email("invitee"))
-    return Request("DELETE", f"/v1/orgs/{owner.org_id}/invitations/{invitation['id']}", 204, token=owner.access_token)
-
-
-@scenario("POST /v1/invitations/accept (existing user)", minimum=2,
-          how="one BatchGetItem of session, user, invitation and org (the JWT and the token name them all) "
-              "+ the transaction")
-def _accept(api: Api) -> Request:
-    owner, guest = register(api), register(api)
-    token = invite(api, owner, email=guest.email)["token"]
-    return Request("POST", "/v1/invitations/accept", 200, token=guest.access_token, body={"token": token})
-
-
-# --- clusters ------------------------------------------------------------------------------------
-
-AUTH_BATCH = "BatchGetItem of session, membership and cluster (the JWT and the path name all three)"
 IDEMPOTENT_WRITE = (
     "read the idempotency record in the same BatchGetItem as the session (its key is the caller and the header) "
     "and write it, completed, inside the mutation's transaction (attribute_not_exists), instead of a claim PutItem "
@@ -317,272 +224,127 @@ IDEMPOTENT_WRITE = (
 )
 REPLAY = ("one BatchGetItem of the session and the idempotency record: a live record is replayed without the "
           "failing claim PutItem (which also costs a write unit) and the GetItem after it")
-
-
-def _owner_and_cluster(api: Api, **fields: Any) -> tuple[Account, dict[str, Any]]:
-    owner = register(api)
-    return owner, create_cluster(api, owner, **fields)["cluster"]
-
-
-_AGENTS: dict[str, str] = {}
-
-
-def _agent(region: str = "nyc1") -> str:
-    if region not in _AGENTS:
-        _AGENTS[region] = agent_token(region)
-    return _AGENTS[region]
-
-
-def _running_cluster(api: Api, **fields: Any) -> tuple[Account, dict[str, Any]]:
-    """A cluster the agent has reported ready with an endpoint (its create operation closed)."""
-    owner, cluster = _owner_and_cluster(api, **fields)
-    settle(api, _agent(cluster["region"]), cluster)
-    return owner, cluster
-
-
-@scenario("GET /v1/catalog")
-def _catalog(api: Api) -> Request:
-    return Request("GET", "/v1/catalog", 200)
-
-
-@scenario("POST /v1/orgs/{org}/clusters", minimum=2, how=SESSION_AND_MEMBER + " + the transaction")
-def _create_cluster(api: Api) -> Request:
-    owner = register(api)
-    return Request("POST", clusters_path(owner.org_id), 202, token=owner.access_token, body=cluster_body())
-
-
-@scenario("POST /v1/orgs/{org}/clusters with Idempotency-Key", minimum=2, how=IDEMPOTENT_WRITE)
-def _create_cluster_key(api: Api) -> Request:
-    owner = register(api)
-    return Request("POST", clusters_path(owner.org_id), 202, token=owner.access_token, body=cluster_body(),
-                   headers={"idempotency-key": new_email("key")})
-
-
-@scenario("GET /v1/orgs/{org}/clusters (org with 5 clusters)", minimum=2, how=SESSION_AND_MEMBER + " + the Query")
-def _list_clusters(api: Api) -> Request:
-    owner = register(api)
-    for _ in range(5):
-        create_cluster(api, owner)
-    return Request("GET", clusters_path(owner.org_id), 200, token=owner.access_token)
-
-
-@scenario("GET /v1/orgs/{org}/clusters?status=running (1 of 5 running)", minimum=2,
-          how=SESSION_AND_MEMBER + " + the Query (the status filter is applied after the read: all 5 are read)")
-def _list_clusters_filtered(api: Api) -> Request:
-    owner = register(api)
-    clusters = [create_cluster(api, owner)["cluster"] for _ in range(5)]
-    settle(api, _agent(), clusters[0])
-    return Request("GET", clusters_path(owner.org_id) + "?status=running", 200, token=owner.access_token)
-
-
-@scenario("GET .../clusters/{id}", minimum=1, how="one " + AUTH_BATCH)
-def _get_cluster(api: Api) -> Request:
-    owner, cluster = _owner_and_cluster(api)
-    return Request("GET", cluster_path(owner.org_id, cluster["id"]), 200, token=owner.access_token)
-
-
-@scenario("PATCH .../clusters/{id} (ip_allowlist)", minimum=2, how=AUTH_BATCH + " + the transaction")
-def _patch_cluster(api: Api) -> Request:
-    owner, cluster = _running_cluster(api)
-    return Request("PATCH", cluster_path(owner.org_id, cluster["id"]), 202, token=owner.access_token,
-                   body={"ip_allowlist": ["203.0.113.0/24"]})
-
-
-@scenario("PATCH .../clusters/{id} (rename)", minimum=2, how=AUTH_BATCH + " + the transaction")
-def _rename_cluster(api: Api) -> Request:
-    owner, cluster = _running_cluster(api)
-    return Request("PATCH", cluster_path(owner.org_id, cluster["id"]), 202, token=owner.access_token,
-                   body={"name": f"renamed-{cluster['name']}"[:40]})
-
-
-@scenario("PATCH .../clusters/{id} (deletion_protection off)", minimum=2,
-          how=AUTH_BATCH + " + the transaction; authorize once for the stricter permission instead of reading "
-              "the membership a second time for clusters:delete")
-def _unprotect_cluster(api: Api) -> Request:
-    owner, cluster = _running_cluster(api, deletion_protection=True)
-    return Request("PATCH", cluster_path(owner.org_id, cluster["id"]), 202, token=owner.access_token,
-                   body={"deletion_protection": False})
-
-
-@scenario("POST .../clusters/{id}/scale", minimum=2, how=AUTH_BATCH + " + the transaction")
-def _scale(api: Api) -> Request:
-    owner, cluster = _running_cluster(api)
-    return Request("POST", cluster_path(owner.org_id, cluster["id"]) + "/scale", 202, token=owner.access_token,
-                   body={"instances": 2})
-
-
-@scenario("POST .../clusters/{id}/scale with Idempotency-Key", minimum=2, how=IDEMPOTENT_WRITE)
-def _scale_key(api: Api) -> Request:
-    owner, cluster = _running_cluster(api)
-    return Request("POST", cluster_path(owner.org_id, cluster["id"]) + "/scale", 202, token=owner.access_token,
-                   body={"instances": 2}, headers={"idempotency-key": new_email("key")})
-
-
-@scenario("POST .../clusters/{id}/scale, replayed (same key and body)", minimum=1, how=REPLAY)
-def _scale_replay(api: Api) -> Request:
-    owner, cluster = _running_cluster(api)
-    path, key = cluster_path(owner.org_id, cluster["id"]) + "/scale", new_email("key")
-    first = api.call("POST", path, token=owner.access_token, body={"instances": 2}, headers={"idempotency-key": key})
-    if first.status != 202:
-        raise RuntimeError(f"scale failed: {first.status} {first.body}")
-    return Request("POST", path, 202, token=owner.access_token, body={"instances": 2}, headers={"idempotency-key": key})
-
-
-@scenario("DELETE .../clusters/{id}", minimum=2, how=AUTH_BATCH + " + the transaction")
-def _delete_cluster(api: Api) -> Request:
-    owner, cluster = _running_cluster(api)
-    return Request("DELETE", cluster_path(owner.org_id, cluster["id"]), 202, token=owner.access_token)
-
-
-@scenario("GET .../clusters/{id}/operations (3 operations)", minimum=2, how=AUTH_BATCH + " + the Query")
-def _list_operations(api: Api) -> Request:
-    owner, cluster = _running_cluster(api)
-    for instances in (2, 3):
-        reply = api.call("POST", cluster_path(owner.org_id, cluster["id"]) + "/scale", token=owner.access_token,
-                         body={"instances": instances})
-        if reply.status != 202:
-            raise RuntimeError(f"scale failed: {reply.status} {reply.body}")
-    return Request("GET", cluster_path(owner.org_id, cluster["id"]) + "/operations", 200, token=owner.access_token)
-
-
-@scenario("GET .../clusters/{id}/operations/{op}", minimum=1,
-          how="one BatchGetItem of session, membership, cluster and operation (all named by the JWT and the path)")
-def _get_operation(api: Api) -> Request:
-    owner = register(api)
-    created = create_cluster(api, owner)
-    path = cluster_path(owner.org_id, created["cluster"]["id"]) + f"/operations/{created['operation']['id']}"
-    return Request("GET", path, 200, token=owner.access_token)
-
-
-@scenario("GET .../clusters/{id}/credentials", minimum=2, how=AUTH_BATCH + " + the audit PutItem")
-def _credentials(api: Api) -> Request:
-    owner, cluster = _running_cluster(api)
-    return Request("GET", cluster_path(owner.org_id, cluster["id"]) + "/credentials", 200, token=owner.access_token)
-
-
-@scenario("GET .../clusters/{id}/metrics (10 samples in the window)", minimum=2, how=AUTH_BATCH + " + the Query")
-def _metrics(api: Api) -> Request:
-    owner, cluster = _running_cluster(api)
-    _post_samples(api, [cluster["id"]], per_cluster=10)
-    return Request("GET", cluster_path(owner.org_id, cluster["id"]) + "/metrics", 200, token=owner.access_token)
-
-
-def _samples(cluster_ids: list[str], per_cluster: int) -> dict[str, Any]:
-    at = int(time.time())
-    return {"samples": [{"cluster_id": cid, "at": at - 60 * i, "values": {"cpu_percent": 12.5, "connections": 3}}
-                        for cid in cluster_ids for i in range(per_cluster)]}
-
-
-def _post_samples(api: Api, cluster_ids: list[str], per_cluster: int, region: str = "nyc1") -> None:
-    reply = api.call("POST", "/v1/agent/metrics", token=_agent(region), body=_samples(cluster_ids, per_cluster))
-    if reply.status != 200:
-        raise RuntimeError(f"metrics failed: {reply.status} {reply.body}")
-
-
-# --- the agent ------------------------------------------------------------------------------------
-
-
-@scenario("POST /v1/agent/heartbeat", minimum=1,
-          how="one UpdateItem conditioned on the token's hash, region and not being revoked (a failed condition is "
-              "the 401) instead of GetItem then UpdateItem")
-def _heartbeat(api: Api) -> Request:
-    return Request("POST", "/v1/agent/heartbeat", 200, token=_agent(), body={"agent_version": "1.2.3"})
-
-
-@scenario("GET /v1/agent/clusters (resync, region with 3 clusters)")
-def _resync(api: Api) -> Request:
-    owner = register(api)
-    for _ in range(3):
-        create_cluster(api, owner, region="sgp1")
-    return Request("GET", "/v1/agent/clusters", 200, token=_agent("sgp1"))
-
-
-@scenario("GET /v1/agent/clusters/{id} (desired state)", minimum=1,
-          how="one BatchGetItem of the agent token and the cluster (both named by the bearer token and the path)")
-def _desired(api: Api) -> Request:
-    _, cluster = _owner_and_cluster(api)
-    return Request("GET", f"/v1/agent/clusters/{cluster['id']}", 200, token=_agent())
-
-
-@scenario("POST /v1/agent/clusters/{id}/status (changing: provisioning)", minimum=2,
-          how="BatchGetItem of the agent token and the cluster + the transaction")
-def _report_change(api: Api) -> Request:
-    _, cluster = _owner_and_cluster(api)
-    return Request("POST", f"/v1/agent/clusters/{cluster['id']}/status", 200, token=_agent(),
-                   body={"observed_generation": 1, "phase": "provisioning", "ready_instances": 0})
-
-
-@scenario("POST /v1/agent/clusters/{id}/status (changing: ready, closes the operation)", minimum=2,
-          how="BatchGetItem of the agent token and the cluster + the transaction")
-def _report_ready(api: Api) -> Request:
-    _, cluster = _owner_and_cluster(api)
-    return Request("POST", f"/v1/agent/clusters/{cluster['id']}/status", 200, token=_agent(),
-                   body={"observed_generation": 1, "phase": "ready", "ready_instances": 1,
-                         "endpoint": {"host": "db.example.net", "port": 5432}})
-
-
-@scenario("POST /v1/agent/clusters/{id}/status (unchanged repeat)", minimum=1,
-          how="one BatchGetItem of the agent token and the cluster")
-def _report_same(api: Api) -> Request:
-    _, cluster = _owner_and_cluster(api)
-    status = {"observed_generation": 1, "phase": "provisioning", "ready_instances": 0}
-    report_status(api, _agent(), cluster["id"], **status)
-    return Request("POST", f"/v1/agent/clusters/{cluster['id']}/status", 200, token=_agent(), body=status)
-
-
-@scenario("POST /v1/agent/metrics (2 clusters × 5 samples)", minimum=2,
-          how="the agent token in the same BatchGetItem as the samples' clusters + the BatchWriteItem")
-def _ingest(api: Api) -> Request:
-    owner = register(api)
-    ids = [create_cluster(api, owner)["cluster"]["id"] for _ in range(2)]
-    return Request("POST", "/v1/agent/metrics", 200, token=_agent(), body=_samples(ids, 5))
-
-
-# --- the scheduled reaper (in-process: app.reap with the event EventBridge sends) ------------------
-
-
-def _reap() -> str:
-    import app
-    from chalicelib import reaper
-
-    results = []
-    sweep = reaper.sweep
-
-    def recording(settings: Any) -> Any:
-        results.append(sweep(settings))
-        return results[-1]
-
-    reaper.sweep = recording  # type: ignore[assignment]
-    try:
-        app.reap(reaper_event(), None)
-    finally:
-        reaper.sweep = sweep  # type: ignore[assignment]
-    return f"requeued={results[0].requeued}, failed={results[0].failed_operations}"
-
-
-@scenario("reaper sweep (nothing due; 5 regions)")
-def _reap_idle(api: Api) -> Request:
-    return Request("CALL", "app.reap", 0, run=_reap, expect="requeued=0, failed=0")
-
-
-@scenario("reaper sweep (1 stale cluster, 1 overdue operation)")
-def _reap_due(api: Api) -> Request:
-    from chalicelib.store import clusters as store
-
-    past = int(time.time()) - 7200
-    _, stale = _owner_and_cluster(api)
-    store.touch_unsettled(store.get_cluster(stale["id"]), at=past)  # type: ignore[arg-type]
-    owner = register(api)
-    created = create_cluster(api, owner)
-    cid, op_id = created["cluster"]["id"], created["operation"]["id"]
-    operation = store.get_operation(cid, op_id)
-    assert operation is not None
-    operation.update(actions=[store.Operation.deadline.set(past),
-                              store.Operation.gsi2sk.set(f"{past:010d}#{cid}#{op_id}")])
-    return Request("CALL", "app.reap", 0, run=_reap, expect="requeued=1, failed=1")
-
-
-# --- the harness ---------------------------------------------------------------------------------
+MEMBERSHIPS = "one BatchGetItem of session, actor and target memberships + the transaction"
+S = Scenario
+running = with_cluster(running=True)
+new_key: Callable[[Ctx], dict[str, str]] = lambda c: {"idempotency-key": new_email("key")}  # noqa: E731
+login: Callable[[Ctx], Any] = lambda c: {"email": c["email"], "password": PASSWORD}  # noqa: E731
+wrong: Callable[[Ctx], Any] = lambda c: {"email": c["email"], "password": WRONG}  # noqa: E731
+
+SCENARIOS: list[Scenario] = [
+    # unauthenticated and meta
+    S("GET /health", "GET", "/health", 200),
+    S("GET /openapi.json", "GET", "/openapi.json", 200),
+    S("OPTIONS /v1/orgs (CORS preflight)", "OPTIONS", "/v1/orgs", 204,
+      headers=lambda c: {"origin": "http://localhost:3000", "access-control-request-method": "GET"}),
+    S("GET /v1/auth/me with a forged token (401)", "GET", "/v1/auth/me", 401,
+      setup=lambda api: {"token": "eyJhbGciOiJIUzI1NiJ9.e30.invalid"}),
+    # accounts and sessions
+    S("POST /v1/auth/register (new organization)", "POST", "/v1/auth/register", 201,
+      body=lambda c: {"email": new_email(), "password": PASSWORD, "name": "Bench User",
+                      "organization_name": "Bench Org"}),
+    S("POST /v1/auth/register (with invitation)", "POST", "/v1/auth/register", 201, invited,
+      lambda c: {"email": c["email"], "password": PASSWORD, "name": "Invited", "invitation_token": c["invitation"]},
+      minimum=2, how="BatchGetItem the invitation and its org together (the token names both) + one transaction "
+                     "carrying the account, membership, session and refresh token (7 items)"),
+    S("POST /v1/auth/login (success)", "POST", "/v1/auth/login", 200, owner, login),
+    S("POST /v1/auth/login (success after a failure)", "POST", "/v1/auth/login", 200, failed_logins(1), login),
+    S("POST /v1/auth/login (wrong password, first failure)", "POST", "/v1/auth/login", 401, owner, wrong),
+    S("POST /v1/auth/login (wrong password, repeated)", "POST", "/v1/auth/login", 401, failed_logins(1), wrong,
+      minimum=2, how="only if the e-mail claim carried the password hash (one GetItem instead of claim then user)"),
+    S("POST /v1/auth/login (unknown e-mail)", "POST", "/v1/auth/login", 401,
+      body=lambda c: {"email": new_email("nobody"), "password": PASSWORD}),
+    S("POST /v1/auth/login (locked out, 429)", "POST", "/v1/auth/login", 429, locked_out, login),
+    S("POST /v1/auth/refresh", "POST", "/v1/auth/refresh", 200, owner, lambda c: {"refresh_token": c["refresh"]},
+      minimum=3, how="drop the session GetItem: the transaction already conditions on the session being live, and "
+                     "the refresh record's expires_ttl already equals the session's expires_at"),
+    S("POST /v1/auth/refresh (reused token: revokes the session)", "POST", "/v1/auth/refresh", 401, refreshed,
+      lambda c: {"refresh_token": c["refresh"]}),
+    S("POST /v1/auth/logout", "POST", "/v1/auth/logout", 204, owner),
+    S("GET /v1/auth/me", "GET", "/v1/auth/me", 200, owner,
+      minimum=1, how="one BatchGetItem of the session and the user (sid and sub are in the JWT)"),
+    # organizations
+    S("GET /v1/orgs", "GET", "/v1/orgs", 200, owner,
+      minimum=2, how="only by copying the org name onto each membership (renames then fan out); otherwise minimal"),
+    S("GET /v1/orgs/{id}", "GET", "/v1/orgs/{org}", 200, owner,
+      minimum=1, how="one BatchGetItem of session, membership and org (all keys known up front)"),
+    S("GET /v1/orgs/{id} as a non-member (404)", "GET", "/v1/orgs/{org}", 404, stranger),
+    S("PATCH /v1/orgs/{id} (rename)", "PATCH", "/v1/orgs/{org}", 200, owner, lambda c: {"name": "Renamed"}),
+    S("GET /v1/orgs/{id}/members", "GET", "/v1/orgs/{org}/members", 200, with_member()),
+    S("PATCH /v1/orgs/{id}/members/{user} (member → admin)", "PATCH", "/v1/orgs/{org}/members/{user}", 200,
+      with_member(), lambda c: {"role": "admin"}, minimum=2, how=MEMBERSHIPS),
+    S("PATCH /v1/orgs/{id}/members/{user} (member → owner)", "PATCH", "/v1/orgs/{org}/members/{user}", 200,
+      with_member(), lambda c: {"role": "owner"}, minimum=2, how=MEMBERSHIPS),
+    S("DELETE /v1/orgs/{id}/members/{user} (remove a member)", "DELETE", "/v1/orgs/{org}/members/{user}", 204,
+      with_member(), minimum=2, how=MEMBERSHIPS),
+    S("DELETE /v1/orgs/{id}/members/{self} (leave)", "DELETE", "/v1/orgs/{org}/members/{user}", 204,
+      with_member(as_member=True)),
+    # invitations
+    S("POST /v1/orgs/{id}/invitations", "POST", "/v1/orgs/{org}/invitations", 201, owner,
+      lambda c: {"email": new_email("invitee"), "role": "member"}),
+    S("GET /v1/orgs/{id}/invitations", "GET", "/v1/orgs/{org}/invitations", 200, with_invitation),
+    S("DELETE /v1/orgs/{id}/invitations/{id} (revoke)", "DELETE", "/v1/orgs/{org}/invitations/{inv}", 204,
+      with_invitation),
+    S("POST /v1/invitations/accept (existing user)", "POST", "/v1/invitations/accept", 200, guest,
+      lambda c: {"token": c["invitation"]}, minimum=2,
+      how="one BatchGetItem of session, user, invitation and org (the JWT and the token name them all) "
+          "+ the transaction"),
+    # clusters
+    S("GET /v1/catalog", "GET", "/v1/catalog", 200),
+    S("POST /v1/orgs/{org}/clusters", "POST", "/v1/orgs/{org}/clusters", 202, owner, lambda c: cluster_body()),
+    S("POST /v1/orgs/{org}/clusters with Idempotency-Key", "POST", "/v1/orgs/{org}/clusters", 202, owner,
+      lambda c: cluster_body(), new_key, minimum=2, how=IDEMPOTENT_WRITE),
+    S("GET /v1/orgs/{org}/clusters (org with 5 clusters)", "GET", "/v1/orgs/{org}/clusters", 200,
+      with_cluster(clusters=5)),
+    S("GET /v1/orgs/{org}/clusters?status=running (1 of 5 running)", "GET", "/v1/orgs/{org}/clusters?status=running",
+      200, with_cluster(running=True, clusters=5)),
+    S("GET .../clusters/{id}", "GET", CLUSTER, 200, with_cluster()),
+    S("PATCH .../clusters/{id} (ip_allowlist)", "PATCH", CLUSTER, 202, running,
+      lambda c: {"ip_allowlist": ["203.0.113.0/24"]}),
+    S("PATCH .../clusters/{id} (rename)", "PATCH", CLUSTER, 202, running,
+      lambda c: {"name": f"renamed-{c['name']}"[:40]}),
+    S("PATCH .../clusters/{id} (deletion_protection off)", "PATCH", CLUSTER, 202,
+      with_cluster(running=True, deletion_protection=True), lambda c: {"deletion_protection": False}),
+    S("POST .../clusters/{id}/scale", "POST", CLUSTER + "/scale", 202, running, lambda c: {"instances": 2}),
+    S("POST .../clusters/{id}/scale with Idempotency-Key", "POST", CLUSTER + "/scale", 202, running,
+      lambda c: {"instances": 2}, new_key, minimum=2, how=IDEMPOTENT_WRITE),
+    S("POST .../clusters/{id}/scale, replayed (same key and body)", "POST", CLUSTER + "/scale", 202,
+      then(running, scaled(2, key=True)), lambda c: {"instances": 2}, lambda c: {"idempotency-key": c["key"]},
+      minimum=1, how=REPLAY),
+    S("DELETE .../clusters/{id}", "DELETE", CLUSTER, 202, running),
+    S("GET .../clusters/{id}/operations (3 operations)", "GET", CLUSTER + "/operations", 200,
+      then(running, scaled(2, 3))),
+    S("GET .../clusters/{id}/operations/{op}", "GET", CLUSTER + "/operations/{op}", 200, with_cluster(),
+      minimum=1, how="one BatchGetItem of session, membership, cluster and operation (all named by the JWT and the "
+                     "path)"),
+    S("GET .../clusters/{id}/credentials", "GET", CLUSTER + "/credentials", 200, running),
+    S("GET .../clusters/{id}/metrics (10 samples in the window)", "GET", CLUSTER + "/metrics", 200,
+      then(running, posted_samples)),
+    # the agent
+    S("POST /v1/agent/heartbeat", "POST", "/v1/agent/heartbeat", 200, lambda api: {"token": agent()},
+      lambda c: {"agent_version": "1.2.3"}, minimum=1,
+      how="one UpdateItem conditioned on the token's hash, region and not being revoked (a failed condition is "
+          "the 401) instead of GetItem then UpdateItem"),
+    S("GET /v1/agent/clusters (resync, region with 3 clusters)", "GET", "/v1/agent/clusters", 200,
+      as_agent(with_cluster(clusters=3, region="sgp1"), "sgp1")),
+    S("GET /v1/agent/clusters/{id} (desired state)", "GET", "/v1/agent/clusters/{cid}", 200,
+      as_agent(with_cluster())),
+    S("POST /v1/agent/clusters/{id}/status (changing: provisioning)", "POST", "/v1/agent/clusters/{cid}/status", 200,
+      as_agent(with_cluster()), lambda c: PROVISIONING),
+    S("POST /v1/agent/clusters/{id}/status (changing: ready, closes the operation)", "POST",
+      "/v1/agent/clusters/{cid}/status", 200, as_agent(with_cluster()),
+      lambda c: {"observed_generation": 1, "phase": "ready", "ready_instances": 1,
+                 "endpoint": {"host": "db.example.net", "port": 5432}}),
+    S("POST /v1/agent/clusters/{id}/status (unchanged repeat)", "POST", "/v1/agent/clusters/{cid}/status", 200,
+      as_agent(then(with_cluster(), reported)), lambda c: PROVISIONING),
+    S("POST /v1/agent/metrics (2 clusters × 5 samples)", "POST", "/v1/agent/metrics", 200,
+      as_agent(with_cluster(clusters=2)), lambda c: samples(c["ids"], 5), minimum=2,
+      how="the agent token in the same BatchGetItem as the samples' clusters + the BatchWriteItem"),
+    # the scheduled reaper, in-process
+    S("reaper sweep (nothing due; 5 regions)", "CALL", "app.reap", 0, call=reap, expect="requeued=0, failed=0"),
+    S("reaper sweep (1 stale cluster, 1 overdue operation)", "CALL", "app.reap", 0, stale_and_overdue, call=reap,
+      expect="requeued=1, failed=1"),
+]
 
 
 @dataclass
@@ -592,51 +354,52 @@ class Measured:
     expected: str
     calls: int
     attempts: int
-    breakdown: str
-    items_read: int
-    items_returned: int
-    read_bytes: int
-    read_units: float
-    write_units: float
-    index_write_units: float
-    reported_units: float | None
-    sqs: str
-    dynamo_ms: float
-    total_ms: float
-    cpu_ms: float
+    counted: list[str]  # the table's cells from breakdown to SQS
+    times: list[str]  # DynamoDB, request, app CPU (ms)
 
     @property
-    def ok(self) -> bool:
-        return self.status == self.expected
+    def lower(self) -> int | None:
+        """The scenario's recorded minimum when it is below today's count."""
+        minimum = self.scenario.minimum
+        return minimum if minimum is not None and minimum < self.calls else None
+
+
+def run(api: Api, item: Scenario, ctx: Ctx) -> tuple[str, str]:
+    """The one counted request (or in-process call): the status it got and the one expected."""
+    if item.call is not None:
+        return item.call(), item.expect
+    reply = api.call(item.method, item.path.format(**ctx), token=ctx.get("token"),
+                     body=item.body(ctx) if item.body else None, headers=item.headers(ctx) if item.headers else {})
+    replayed = " (replayed)" if reply.headers.get("idempotent-replayed") == "true" else ""
+    return f"{reply.status}{replayed}", f"{item.status}{replayed}"
 
 
 def measure(api: Api, counter: DynamoCalls, sqs: AwsCalls, item: Scenario, *, attempts: int = 3) -> Measured:
     """Run one scenario; retried a few times when the app answers an unexpected status."""
     for attempt in range(attempts):
+        last = attempt == attempts - 1
         try:
-            request = item.prepare(api)
+            ctx = item.setup(api)
         except RuntimeError:
-            if attempt == attempts - 1:
+            if last:
                 raise
             time.sleep(5)
             continue
         counter.reset()
         sqs.reset()
         started, cpu = time.perf_counter(), time.process_time()
-        if request.run is not None:
-            status, expected = request.run(), request.expect
-        else:
-            reply = api.call(request.method, request.path, token=request.token, body=request.body,
-                             headers=request.headers)
-            replayed = " (replayed)" if reply.headers.get("idempotent-replayed") == "true" else ""
-            status, expected = f"{reply.status}{replayed}", f"{request.status}{replayed}"
+        status, expected = run(api, item, ctx)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        if status == expected or attempt == attempts - 1:
+        if status == expected or last:
             read, write = counter.capacity()
-            return Measured(item, status, expected, len(counter.calls), counter.http_attempts, counter.breakdown(),
-                            counter.items_read, counter.items_returned, counter.read_bytes, read, write,
-                            counter.index_write_units(), counter.reported_units, sqs.summary(), counter.seconds * 1000, elapsed * 1000,
-                            cpu * 1000)
+            index = counter.index_write_units()
+            items = str(counter.items_read) if counter.items_read == counter.items_returned \
+                else f"{counter.items_read} ({counter.items_returned} returned)"
+            counted = [counter.breakdown(), items, f"{counter.read_bytes / 1024:.1f}" if counter.read_bytes else "0",
+                       f"{units(read)} / {units(write)}" + (f" (+{units(index)} GSI)" if index else ""),
+                       units(counter.reported_units), sqs.summary()]
+            return Measured(item, status, expected, len(counter.calls), counter.http_attempts, counted,
+                            [f"{counter.seconds * 1000:.1f}", f"{elapsed * 1000:.1f}", f"{cpu * 1000:.1f}"])
         time.sleep(5)
     raise AssertionError("unreachable")
 
@@ -645,26 +408,12 @@ def units(value: float | None) -> str:
     return "—" if value is None else f"{value:g}"
 
 
-def items(r: Measured) -> str:
-    if r.items_read == r.items_returned:
-        return str(r.items_read)
-    return f"{r.items_read} ({r.items_returned} returned)"
-
-
-def kilobytes(n: int) -> str:
-    return f"{n / 1024:.1f}" if n else "0"
-
-
 def report(results: list[Measured]) -> None:
     heading("DynamoDB requests and items read per endpoint (one request each, in-process against moto)")
     rows = []
     for r in results:
-        status = r.status if r.ok else f"**{r.status}** (expected {r.expected})"
-        minimum = "" if r.scenario.minimum is None or r.scenario.minimum >= r.calls else f"{r.scenario.minimum}"
-        rows.append([r.scenario.name, status, r.calls, r.breakdown, items(r), kilobytes(r.read_bytes),
-                     f"{units(r.read_units)} / {units(r.write_units)}"
-                     + (f" (+{units(r.index_write_units)} GSI)" if r.index_write_units else ""),
-                     units(r.reported_units), r.sqs, minimum])
+        status = r.status if r.status == r.expected else f"**{r.status}** (expected {r.expected})"
+        rows.append([r.scenario.name, status, r.calls, *r.counted, "" if r.lower is None else f"{r.lower}"])
     print(markdown_table(["endpoint", "status", "requests", "breakdown", "items read", "KB read", "≈ RRU / WRU",
                           "moto CU", "SQS", "minimum"], rows))
     retried = [r for r in results if r.attempts != r.calls]
@@ -675,10 +424,10 @@ def report(results: list[Measured]) -> None:
         print("\nNo botocore retries: HTTP attempts = API calls in every scenario.")
     heading("Where fewer requests would do")
     for r in results:
-        if r.scenario.minimum is not None and r.scenario.minimum < r.calls:
-            print(f"- **{r.scenario.name}**: {r.calls} → {r.scenario.minimum}: {r.scenario.how}.")
+        if r.lower is not None:
+            print(f"- **{r.scenario.name}**: {r.calls} → {r.lower}: {r.scenario.how}.")
     total_now = sum(r.calls for r in results)
-    total_min = sum(min(r.calls, r.scenario.minimum if r.scenario.minimum is not None else r.calls) for r in results)
+    total_min = sum(r.calls if r.lower is None else r.lower for r in results)
     print(f"\nAcross these {len(results)} scenarios: {total_now} requests today, {total_min} at the minima above.")
     print("\nItems read: counted from the responses (Query ScannedCount, with Count as 'returned' where a filter "
           "dropped some; BatchGetItem/TransactGetItems Responses; 1 per GetItem that found its item). KB read: the "
@@ -693,11 +442,12 @@ def report(results: list[Measured]) -> None:
     print("DynamoDB: wall time inside the botocore calls (moto on loopback, far slower than DynamoDB). "
           "Request: wall time of the whole request. App CPU: CPU time of this process (the app, botocore, "
           "Argon2id; moto runs in another process).\n")
-    rows = [[r.scenario.name, f"{r.dynamo_ms:.1f}", f"{r.total_ms:.1f}", f"{r.cpu_ms:.1f}"] for r in results]
+    rows = [[r.scenario.name, *r.times] for r in results]
     print(markdown_table(["endpoint", "DynamoDB", "request", "app CPU"], rows))
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     with app_in_process(consumed_capacity=True) as (api, counter):
         sqs = AwsCalls()
         sqs.attach(sqs_client(), "sqs")

@@ -26,28 +26,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import (
+from bench.counting import DynamoCalls, shared_client
+from bench.inprocess import (
     Api,
-    DynamoCalls,
     Reply,
     agent_token,
     app_in_process,
-    cluster_body,
-    cluster_path,
-    clusters_path,
     create_cluster,
-    heading,
-    load_average,
-    markdown_table,
-    median,
-    ms,
-    percentile,
-    reaper_event,
+    reap,
     register,
     report_status,
     settle,
-    shared_client,
 )
+from bench.report import heading, load_average, markdown_table, median, ms, percentile
+from devstack.harness import cluster_body, cluster_path, clusters_path
 
 
 @dataclass
@@ -139,11 +131,6 @@ def endpoints(api: Api, *, deletes: int) -> list[Endpoint]:
         return {"samples": [{"cluster_id": c["cluster"]["id"], "at": base - i, "values": {"cpu_percent": 42.0}}
                             for c in mine[:2] for i in range(5)]}
 
-    def reap() -> None:
-        import app
-
-        app.reap(reaper_event(), None)
-
     org = f"/v1/orgs/{reader.org_id}"
     return [
         Endpoint("GET /v1/catalog", lambda: api.call("GET", "/v1/catalog")),
@@ -193,7 +180,7 @@ def endpoints(api: Api, *, deletes: int) -> list[Endpoint]:
 
 def table_items() -> int:
     """Items in the table (a Scan with Select=COUNT, outside any timed request)."""
-    from chalicelib.store.base import Item
+    from chalicelib.store.table import Item
 
     client, total, start = shared_client(), 0, None
     while True:

@@ -15,19 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.common import (
-    PASSWORD,
-    Api,
-    DynamoCalls,
-    app_in_process,
-    heading,
-    markdown_table,
-    median,
-    ms,
-    new_email,
-    percentile,
-    register,
-)
+from bench.counting import DynamoCalls
+from bench.inprocess import Api, app_in_process, new_email, register
+from bench.report import heading, markdown_table, median, ms, percentile
+from devstack.harness import PASSWORD
 
 # The production policy (settings' defaults: PASSWORD_HASH_MEMORY_KIB, _ITERATIONS, _LANES).
 MEMORY_KIB, ITERATIONS, LANES = 19456, 2, 1

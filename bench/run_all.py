@@ -9,23 +9,25 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import time
 
-from bench.common import ROOT, machine
+from bench.report import machine
+from devstack.harness import ROOT
 
-BENCHMARKS = ["cold_start", "whatif", "dynamo_calls", "login_latency", "scale_independence", "endpoint_latency",
+BENCHMARKS = ["cold_start", "dynamo_calls", "login_latency", "scale_independence", "endpoint_latency",
               "agent_loop", "cnpg_loop"]
 
 
 def main() -> int:
-    chosen = sys.argv[1:] or BENCHMARKS
-    unknown = sorted(set(chosen) - set(BENCHMARKS))
-    if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="name", help=f"only these, of: {' '.join(BENCHMARKS)}")
+    chosen = parser.parse_args().names or BENCHMARKS
+    if unknown := sorted(set(chosen) - set(BENCHMARKS)):
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     info = machine()
     print(f"# Orochi DB control plane benchmarks\n\n{info['date']} · {info['cpus']} CPUs ({info['cpu']}) · "
           f"{info['memory']} RAM · Python {info['python']} · {info['platform']}", flush=True)

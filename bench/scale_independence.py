@@ -3,7 +3,7 @@ with other organizations' clusters in other regions.
 
 One organization keeps 5 clusters in ams3 (created through the API). Other organizations' clusters (10 per
 organization, spread over nyc1, sfo3, fra1 and sgp1) are written straight into the table through the store
-layer (`Cluster` items with `index_live()`, saved with `Cluster.batch_write()`: 25 per BatchWriteItem), in
+layer (`cluster_records.put_many`: indexed `Cluster` items, 25 per BatchWriteItem), in
 steps up to the largest level. At each level the script counts, for one request each, the DynamoDB requests
 and the items DynamoDB read (from the responses), and times `--samples` requests of each.
 
@@ -24,22 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import (
-    Api,
-    DynamoCalls,
-    agent_token,
-    app_in_process,
-    cluster_path,
-    clusters_path,
-    create_cluster,
-    heading,
-    load_average,
-    markdown_table,
-    ms,
-    percentile,
-    reaper_event,
-    register,
-)
+from bench.counting import DynamoCalls
+from bench.inprocess import Api, agent_token, app_in_process, create_cluster, reap, register
+from bench.report import heading, load_average, markdown_table, ms, percentile
+from devstack.harness import cluster_path, clusters_path
 
 HOME_REGION = "ams3"
 OTHER_REGIONS = ("nyc1", "sfo3", "fra1", "sgp1")
@@ -74,23 +62,22 @@ class Row:
 
 def seed(count: int, *, start: int, password: str) -> float:
     """Write `count` more clusters of other organizations; returns the seconds it took."""
-    from chalicelib.store.clusters import Cluster
+    from chalicelib.store import cluster_records
 
     started = time.perf_counter()
     at = int(time.time()) - 86400
-    with Cluster.batch_write() as batch:
-        for n in range(start, start + count):
-            org_id, cluster_id = f"org_seed{n // PER_ORG:06d}", f"cls_seed{n:07d}{uuid.uuid4().hex[:6]}"
-            cluster = Cluster(
-                *Cluster.key(cluster_id), id=cluster_id, org_id=org_id, name=f"pg-seed-{n}",
-                region=OTHER_REGIONS[n % len(OTHER_REGIONS)], postgres_version="17", size="db-s-1vcpu-2gb",
-                instances=1, storage_gb=20, ip_allowlist=[], deletion_protection=False, db_password=password,
-                status="running", generation=1, observed_generation=1, ready_instances=1,
-                endpoint_host=f"{cluster_id.replace('_', '-')}.db.example.net", endpoint_port=5432,
-                was_running=True, open_operations={}, version=2, created_at=at + n, updated_at=at + n,
-            )
-            cluster.index_live()
-            batch.save(cluster)
+    clusters = []
+    for n in range(start, start + count):
+        org_id, cluster_id = f"org_seed{n // PER_ORG:06d}", f"cls_seed{n:07d}{uuid.uuid4().hex[:6]}"
+        clusters.append(cluster_records.new_cluster(
+            cluster_id, org_id=org_id, name=f"pg-seed-{n}",
+            region=OTHER_REGIONS[n % len(OTHER_REGIONS)], postgres_version="17", size="db-s-1vcpu-2gb",
+            instances=1, storage_gb=20, ip_allowlist=[], deletion_protection=False, db_password=password,
+            status="running", generation=1, observed_generation=1, ready_instances=1,
+            endpoint_host=f"{cluster_id.replace('_', '-')}.db.example.net", endpoint_port=5432,
+            was_running=True, open_operations={}, version=2, created_at=at + n, updated_at=at + n,
+        ))
+    cluster_records.put_many(clusters)
     return time.perf_counter() - started
 
 
@@ -137,11 +124,6 @@ def probes(api: Api) -> tuple[list[Probe], Any]:
     def report() -> Any:
         return api.call("POST", f"/v1/agent/clusters/{own[1]}/status", token=agent, body={
             "observed_generation": 1, "phase": "provisioning", "ready_instances": 0, "message": next(messages)})
-
-    def reap() -> None:
-        import app
-
-        app.reap(reaper_event(), None)
 
     report()  # the first report also moves the create operation to running; later ones change only the message
 

@@ -26,68 +26,77 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, ValidationInfo, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from chalicelib import catalog
-from chalicelib.shapes import Body
+from chalicelib.shapes import JSON_INTEGER, Body
 
 SIGNALS = ("cpu_percent", "connections_percent")
 TREND_POINTS = 12  # storage points kept for the trend, spread over the trend window
 TREND_MIN_SPAN = 300  # seconds of storage samples before a trend is believed
 
-Instances = Annotated[int, Field(ge=catalog.INSTANCES_MIN, le=catalog.INSTANCES_MAX)]
-UpPercent = Annotated[int, Field(ge=1, le=100)]
-DownPercent = Annotated[int, Field(ge=0, le=99)]
+Instances = Annotated[int, Field(ge=catalog.INSTANCES_MIN, le=catalog.INSTANCES_MAX), JSON_INTEGER]
+UpPercent = Annotated[int, Field(ge=1, le=100), JSON_INTEGER]
+DownPercent = Annotated[int, Field(ge=0, le=99), JSON_INTEGER]
+THRESHOLD_ORDER = "must be below scale_up.{signal}"
 
 
 class ScaleUp(Body):
     cpu_percent: UpPercent = 75
     connections_percent: UpPercent = 80
-    for_seconds: Annotated[int, Field(ge=60, le=3600)] = 120
+    for_seconds: Annotated[int, Field(ge=60, le=3600), JSON_INTEGER] = 120
 
 
 class ScaleDown(Body):
+    """Each threshold must be below its `scale_up` one (a rule between two fields, which JSON Schema cannot state)."""
+
     cpu_percent: DownPercent = 25
     connections_percent: DownPercent = 30
-    for_seconds: Annotated[int, Field(ge=60, le=86400)] = 600
+    for_seconds: Annotated[int, Field(ge=60, le=86400), JSON_INTEGER] = 600
 
 
 class StorageAutoscaling(Body):
-    """Given, it is on unless `enabled: false`; omitted, storage autoscaling is off (growth cannot be undone)."""
+    """Given, it is on unless `enabled: false`, and then needs `max_gb`; omitted, storage autoscaling is off
+    (growth cannot be undone)."""
+
+    # The validator's rule, stated in the document: off, or a max_gb.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["enabled"], "properties": {"enabled": {"const": False}}},
+        {"required": ["max_gb"], "properties": {"max_gb": {"not": {"type": "null"}}}},
+    ]})
 
     enabled: bool = True
-    threshold_percent: Annotated[int, Field(ge=50, le=99)] = 80
-    increment_percent: Annotated[int, Field(ge=5, le=100)] = 25
-    max_gb: Annotated[int, Field(ge=1)] | None = None
+    threshold_percent: Annotated[int, Field(ge=50, le=99), JSON_INTEGER] = 80
+    increment_percent: Annotated[int, Field(ge=5, le=100), JSON_INTEGER] = 25
+    max_gb: catalog.StorageGb | None = None
 
 
 class AutoscalingPolicy(Body):
+    # min_instances <= max_instances, stated in the document as one branch per possible minimum.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"min_instances": {"const": low}, "max_instances": {"minimum": low}}}
+        for low in range(catalog.INSTANCES_MIN, catalog.INSTANCES_MAX + 1)
+    ]})
+
     enabled: bool = True
     min_instances: Instances
     max_instances: Instances
     scale_up: ScaleUp = Field(default_factory=ScaleUp)
     scale_down: ScaleDown = Field(default_factory=ScaleDown)
-    cooldown_seconds: Annotated[int, Field(ge=60, le=86400)] = 300
+    cooldown_seconds: Annotated[int, Field(ge=60, le=86400), JSON_INTEGER] = 300
     storage: StorageAutoscaling = Field(default_factory=lambda: StorageAutoscaling(enabled=False))
 
     @model_validator(mode="after")
-    def _coherent(self, info: ValidationInfo) -> AutoscalingPolicy:
+    def _coherent(self) -> AutoscalingPolicy:
         problems: list[tuple[tuple[str, ...], str]] = []
         if self.min_instances > self.max_instances:
             problems.append((("min_instances",), "must not exceed max_instances"))
         for signal in SIGNALS:
             if getattr(self.scale_down, signal) >= getattr(self.scale_up, signal):
-                problems.append((("scale_down", signal), f"must be below scale_up.{signal}"))
-        if self.scale_down.for_seconds < self.scale_up.for_seconds:
-            problems.append((("scale_down", "for_seconds"), "must be at least scale_up.for_seconds"))
-        settings = (info.context or {}).get("settings")
+                problems.append((("scale_down", signal), THRESHOLD_ORDER.format(signal=signal)))
         if self.storage.enabled and self.storage.max_gb is None:
             problems.append((("storage", "max_gb"), "required when storage autoscaling is enabled"))
-        elif self.storage.max_gb is not None and settings is not None and not (
-                settings.storage_gb_min <= self.storage.max_gb <= settings.storage_gb_max):
-            problems.append((("storage", "max_gb"),
-                             f"must be between {settings.storage_gb_min} and {settings.storage_gb_max}"))
         if problems:
             raise ValidationError.from_exception_data("AutoscalingPolicy", [
                 InitErrorDetails(type=PydanticCustomError("autoscaling_policy", message), loc=loc, input=None)

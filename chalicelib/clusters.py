@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from chalicelib import catalog, crypto, errors, lifecycle, metric_series, pages, storage_tiers
 from chalicelib.autoscaling import AutoscalingPolicy, stored_policy
@@ -16,7 +16,7 @@ from chalicelib.clock import now
 from chalicelib.metric_series import WindowName
 from chalicelib.orgs import require
 from chalicelib.settings import Settings
-from chalicelib.shapes import Body, ListQuery, Out, Page, Query
+from chalicelib.shapes import JSON_INTEGER, Body, ListQuery, Out, Page, Query
 from chalicelib.storage_tiers import StorageTiers, StorageTiersOut
 from chalicelib.store import cluster_records
 from chalicelib.store.cluster_records import Cluster, Operation
@@ -35,55 +35,28 @@ def _network(value: str) -> str:
 
 
 ClusterName = Annotated[str, StringConstraints(pattern=r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")]
-Cidr = Annotated[str, StringConstraints(max_length=43), AfterValidator(_network)]
-Instances = Annotated[int, Field(ge=catalog.INSTANCES_MIN, le=catalog.INSTANCES_MAX)]
-StorageGb = Annotated[int, Field(ge=1)]
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_H = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join([
+    rf"(?:{_H}:){{7}}{_H}", rf"(?:{_H}:){{1,7}}:", rf"(?:{_H}:){{1,6}}:{_H}", rf"(?:{_H}:){{1,5}}(?::{_H}){{1,2}}",
+    rf"(?:{_H}:){{1,4}}(?::{_H}){{1,3}}", rf"(?:{_H}:){{1,3}}(?::{_H}){{1,4}}", rf"(?:{_H}:){{1,2}}(?::{_H}){{1,5}}",
+    rf"{_H}:(?::{_H}){{1,6}}", rf":(?:(?::{_H}){{1,7}}|:)",
+])
+# An IPv4 or IPv6 address or network (host bits are cleared), without embedded IPv4 or zone ids.
+CIDR_PATTERN = (rf"^(?:{_OCTET}(?:\.{_OCTET}){{3}}(?:/(?:3[0-2]|[12]?[0-9]))?"
+                rf"|(?:{_IPV6})(?:/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$")
+Cidr = Annotated[str, StringConstraints(max_length=43, pattern=CIDR_PATTERN), AfterValidator(_network)]
+Instances = Annotated[int, Field(ge=catalog.INSTANCES_MIN, le=catalog.INSTANCES_MAX), JSON_INTEGER]
+StorageGb = catalog.StorageGb
 
 
-def _settings(info: ValidationInfo) -> Settings | None:
-    return (info.context or {}).get("settings")
+class ClusterCreate(Body):
+    """Fields whose values come from the catalog (the settings) are checked against it by their types."""
 
-
-class _CatalogChecked(Body):
-    """Fields whose allowed values come from the catalog (the settings), checked on parse."""
-
-    @field_validator("region", check_fields=False)
-    @classmethod
-    def _region(cls, value: str, info: ValidationInfo) -> str:
-        settings = _settings(info)
-        if settings is not None and value not in settings.region_slugs:
-            raise ValueError(f"unknown region; one of {', '.join(settings.region_slugs)}")
-        return value
-
-    @field_validator("postgres_version", check_fields=False)
-    @classmethod
-    def _version(cls, value: str, info: ValidationInfo) -> str:
-        settings = _settings(info)
-        if settings is not None and value not in dict(settings.postgres_images):
-            raise ValueError(f"unsupported version; one of {', '.join(dict(settings.postgres_images))}")
-        return value
-
-    @field_validator("size", check_fields=False)
-    @classmethod
-    def _size(cls, value: str | None) -> str | None:
-        if value is not None and value not in catalog.SIZES_BY_SLUG:
-            raise ValueError("unknown size; see GET /v1/catalog")
-        return value
-
-    @field_validator("storage_gb", check_fields=False)
-    @classmethod
-    def _storage(cls, value: int | None, info: ValidationInfo) -> int | None:
-        settings = _settings(info)
-        if value is not None and settings is not None and not settings.storage_gb_min <= value <= settings.storage_gb_max:
-            raise ValueError(f"must be between {settings.storage_gb_min} and {settings.storage_gb_max}")
-        return value
-
-
-class ClusterCreate(_CatalogChecked):
     name: ClusterName
-    region: str
-    postgres_version: str
-    size: str
+    region: catalog.Region
+    postgres_version: catalog.PostgresVersion
+    size: catalog.Size
     instances: Instances = 1
     storage_gb: StorageGb
     storage_tiers: StorageTiers | None = None
@@ -92,8 +65,10 @@ class ClusterCreate(_CatalogChecked):
     deletion_protection: bool = False
 
 
-class ClusterPatch(_CatalogChecked):
+class ClusterPatch(Body):
     """Only the fields given change; `autoscaling: null` or `storage_tiers: null` removes them."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
     name: ClusterName | None = None
     ip_allowlist: Annotated[list[Cidr], Field(max_length=50)] | None = None
@@ -108,9 +83,14 @@ class ClusterPatch(_CatalogChecked):
         return self
 
 
-class ScaleRequest(_CatalogChecked):
+class ScaleRequest(Body):
+    # The validator's rule, stated in the document: at least one of the three, not null.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in ("instances", "size", "storage_gb")
+    ]})
+
     instances: Instances | None = None
-    size: str | None = None
+    size: catalog.Size | None = None
     storage_gb: StorageGb | None = None
 
     @model_validator(mode="after")

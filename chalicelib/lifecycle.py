@@ -21,7 +21,7 @@ from pydantic import Field, StringConstraints
 from chalicelib import errors, jobs, retrying
 from chalicelib.clock import now
 from chalicelib.settings import Settings
-from chalicelib.shapes import Body, Out
+from chalicelib.shapes import JSON_INTEGER, Body, MultilineText, Out
 from chalicelib.store import cluster_records
 from chalicelib.store.cluster_records import DELETED, Cluster, Operation, StaleVersion, Transition
 from chalicelib.store.table import ConditionFailed
@@ -33,18 +33,19 @@ Phase = Literal["provisioning", "ready", "degraded", "failed", "deleted"]
 
 class EndpointIn(Body):
     host: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:-]{1,253}$")]
-    port: Annotated[int, Field(ge=1, le=65535)]
+    port: Annotated[int, Field(ge=1, le=65535), JSON_INTEGER]
 
 
 class StatusReport(Body):
     """What the agent observed of one cluster at one generation."""
 
-    observed_generation: Annotated[int, Field(ge=0)]
+    observed_generation: Annotated[int, Field(ge=0), JSON_INTEGER]
     phase: Phase
-    ready_instances: Annotated[int, Field(ge=0, le=64)]
-    primary: Annotated[str, StringConstraints(max_length=253)] | None = None
+    ready_instances: Annotated[int, Field(ge=0, le=64), JSON_INTEGER]
+    primary: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,253}$")] | None = None
     endpoint: EndpointIn | None = None
-    message: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    # Free text for the cluster's status_message; multi-line (tab and newline) as operators' messages are.
+    message: MultilineText | None = None
 
 
 class ReportOut(Out):

@@ -8,8 +8,10 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from chalicelib.catalog import document_bounds
 from chalicelib.ratelimits import WINDOW
-from chalicelib.shapes import Out
+from chalicelib.settings import Settings
+from chalicelib.shapes import HEADER_PATTERNS, Out
 from chalicelib.web import Operation, Router
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
@@ -39,10 +41,13 @@ class Error(Out):
     error: ErrorBody
 
 
-def document(routers: list[Router], *, version: str) -> dict[str, Any]:
+def document(routers: list[Router], *, version: str, settings: Settings) -> dict[str, Any]:
+    """The document of `routers` as an API running with `settings` validates: the catalog's values and bounds
+    (regions, versions, sizes, storage) are stated from them."""
     operations = [op for router in routers for op in router.operations]
     models: set[type[BaseModel]] = {Error, *(m for op in operations for m in (op.body, op.response) if m is not None)}
     refs, schemas = _schemas(models)
+    schemas = document_bounds(schemas, settings)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
@@ -95,12 +100,20 @@ def _query_parameters(model: type[BaseModel] | None) -> list[dict[str, Any]]:
         return []
     schema = model.model_json_schema()
     required = set(schema.get("required", []))
-    return [{"name": name, "in": "query", "required": name in required, "schema": prop}
+    return [{"name": name, "in": "query", "required": name in required, "schema": _present(prop)}
             for name, prop in schema["properties"].items()]
 
 
+def _present(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema when it is sent: an optional one's `None` means absent, never a value."""
+    branches = [branch for branch in prop.get("anyOf", []) if branch != {"type": "null"}]
+    if len(branches) == 1:
+        prop = {**{k: v for k, v in prop.items() if k != "anyOf"}, **branches[0]}
+    return {k: v for k, v in prop.items() if not (k == "default" and v is None)}
+
+
 def _header_parameters(headers: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "header", "required": False, "schema": {"type": "string", "maxLength": 256}}
+    return [{"name": name, "in": "header", "required": False, "schema": {"type": "string", "pattern": HEADER_PATTERNS[name]}}
             for name in headers]
 
 

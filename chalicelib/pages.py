@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from chalicelib import errors
 from chalicelib.settings import Settings
+from chalicelib.shapes import CURSOR_MAX_LENGTH
 from chalicelib.store.table import BadStartKey, Item, StartKey
 from chalicelib.store.table import Page as StoredPage
 
@@ -60,6 +61,8 @@ def open_cursor(settings: Settings, cursor: str | None, *, listing: str) -> Star
     """The start key a cursor of `listing` carries; InvalidCursor unless this API issued it for that listing."""
     if not cursor:
         return None
+    if len(cursor) > CURSOR_MAX_LENGTH:
+        raise _invalid()
     encoded, _, mac = cursor.partition(".")
     try:
         payload, given = _unb64(encoded), _unb64(mac)

@@ -6,28 +6,40 @@ masked, the region's agent in the clear.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, StringConstraints
+from pydantic import BeforeValidator, Field, SecretStr, StringConstraints
 
 from chalicelib import crypto
 from chalicelib.settings import Settings
-from chalicelib.shapes import Body, Out
+from chalicelib.shapes import Body, Documented, Out
 
 TIERS = ("cold", "frozen")
 MASK = "********"
 
 
+VISIBLE_ASCII = r"^[!-~]+$"
+
+
+def _visible_ascii(value: object) -> object:
+    """VISIBLE_ASCII for a secret, before SecretStr hides it (pydantic cannot apply a pattern to a SecretStr)."""
+    if isinstance(value, str) and not re.fullmatch(VISIBLE_ASCII, value):
+        raise ValueError("must be visible ASCII characters")
+    return value
+
+
 class S3Target(Body):
     """A customer's own S3-compatible bucket."""
 
-    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s]*)?$", max_length=512)]
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$", max_length=512)]
     bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
     region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
     prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!_.*'()/-]{0,256}$")] | None = None
-    access_key_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")]
-    secret_access_key: Annotated[SecretStr, Field(min_length=1, max_length=256)]
+    access_key_id: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=VISIBLE_ASCII)]
+    secret_access_key: Annotated[SecretStr, Field(min_length=1, max_length=256), BeforeValidator(_visible_ascii),
+                                 Documented({"pattern": VISIBLE_ASCII})]
 
 
 class StorageTiers(Body):

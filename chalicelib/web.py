@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from chalicelib import errors, idempotency, ratelimits
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings, get_settings
+from chalicelib.shapes import HEADER_PATTERNS
 from chalicelib.store.table import request_scope
 
 if TYPE_CHECKING:
@@ -192,6 +193,7 @@ def _serve_in_scope(operation: Operation, request: Request, params: dict[str, st
             headers={k.lower(): v for k, v in request.headers.items()},
             source_ip=source_ip,
         )
+        _check_headers(operation.headers, call.headers)
         if operation.permission is not None and principal is not None:
             call.membership = _authorizers[0](principal, params["org_id"], operation.permission)
         key = call.headers.get(idempotency.HEADER)
@@ -235,6 +237,15 @@ def _authenticate(auth: Auth, settings: Settings, request: Request, params: dict
     if scheme.lower() != "bearer" or not token.strip():
         raise errors.Unauthorized("a bearer token is required")
     return _authenticators[auth](settings, token.strip(), params)
+
+
+def _check_headers(declared: tuple[str, ...], headers: dict[str, str]) -> None:
+    """The declared request headers that were sent match what the document states (shapes.HEADER_PATTERNS)."""
+    for name in declared:
+        value = headers.get(name.lower())
+        if value is not None and not re.fullmatch(HEADER_PATTERNS[name], value):
+            raise errors.Invalid(f"the {name} header is invalid",
+                                 details=[{"field": name, "message": f"must match {HEADER_PATTERNS[name]}"}])
 
 
 def _parse_body(model: type[BaseModel] | None, request: Request, settings: Settings) -> BaseModel | None:

@@ -2,7 +2,7 @@
 
     python -m devstack.scheduler            # until stopped
     python -m devstack.scheduler --once     # fire each function once, then exit
-    python -m devstack.scheduler --once --only autoscaler --clock-file PATH   # one function, on a test API's clock
+    python -m devstack.scheduler --once --only autoscaler    # one function (tests run it on their API's clock: devstack.clocked)
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import argparse
 import importlib
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from chalice.app import Rate, ScheduledEventConfig
@@ -44,13 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true", help="fire each scheduled function once and exit")
     parser.add_argument("--only", action="append", help="fire only this scheduled function (repeatable)")
-    parser.add_argument("--clock-file", type=Path, help="run on the clock of an API started with this --clock-file")
     args = parser.parse_args()
-    if args.clock_file is not None:
-        from chalicelib import clock
-        from devstack.api import offset_clock
-
-        clock.use(offset_clock(args.clock_file))
     functions = [f for f in scheduled_functions() if not args.only or f[0] in args.only]
     due = {name: time.monotonic() + (0 if args.once else period) for name, period, _ in functions}
     while True:

@@ -66,10 +66,10 @@ class KubeAgent:
                                             stdout=log, stderr=log)
         return self
 
-    def wait_ready(self, timeout: float = 90) -> KubeAgent:
+    def wait_ready(self, timeout: float = 120) -> KubeAgent:
         """Until /readyz answers 200: the queue and the API answered, and the watch caches listed (as the
         ServiceAccount: a refused list would keep it unready)."""
-        until(self._ready, timeout=timeout, what=f"the agent {self.pod}'s /readyz")
+        until(self._ready, timeout=timeout, what=f"the agent {self.pod}'s /readyz on port {self.health_port}")
         return self
 
     def start(self) -> KubeAgent:
@@ -124,11 +124,15 @@ class KubeAgent:
         """How many namespaces this agent created: one per new cluster it applied first."""
         return self.kube_calls()[KubeCall("create", "", "namespaces", "cluster")]
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 120) -> int:
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signum)
-        return self.process.wait(timeout=timeout)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for the agent {self.pod} to exit on signal "
+                                 f"{signum}:\n{self.log_text()[-4000:]}") from None
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

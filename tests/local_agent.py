@@ -61,7 +61,7 @@ class LocalAgent:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "orochi_agent"], cwd=ROOT, env=self.env,
                                             stdout=log, stderr=log)
-        until(self._healthy, timeout=60, what="the agent's /healthz")
+        until(self._healthy, timeout=120, what=f"the agent of {self.region}'s /healthz on port {self.health_port}")
         return self
 
     def _healthy(self) -> bool:
@@ -83,10 +83,14 @@ class LocalAgent:
                 return float(value)
         return 0.0
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 90) -> int:
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 120) -> int:
         assert self.process is not None
         self.process.send_signal(signum)
-        return self.process.wait(timeout=timeout)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for the agent of {self.region} to exit on "
+                                 f"signal {signum}:\n{self.log_text()[-4000:]}") from None
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -46,7 +46,7 @@ def rendered() -> list[dict[str, Any]]:
     from devstack.kube.build import ensure_built
 
     done = subprocess.run([str(ensure_built().kustomize), "build", str(AGENT / "deploy")], capture_output=True,
-                          text=True, check=True, timeout=120)
+                          text=True, check=True, timeout=300)
     return list(yaml.safe_load_all(done.stdout))
 
 

@@ -49,7 +49,7 @@ FAST = {
     "OROCHI_RESYNC_INTERVAL_SECONDS": "3600",
     "OROCHI_VISIBILITY_TIMEOUT_SECONDS": "30",
     "OROCHI_DRAIN_SECONDS": "5",
-    "OROCHI_API_TIMEOUT_SECONDS": "10",
+    "OROCHI_API_TIMEOUT_SECONDS": "30",
 }
 
 
@@ -208,7 +208,7 @@ class Proxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 answer = intercept(self.command, self.path) if intercept is not None else None
                 if answer is None:
-                    forwarded = requests.request(self.command, target + self.path, data=body or None, timeout=30,
+                    forwarded = requests.request(self.command, target + self.path, data=body or None, timeout=60,
                                                  headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
                     data = forwarded.content
                     if rewrite is not None and forwarded.status_code == 200:
@@ -275,7 +275,7 @@ class Running:
         started = time.monotonic()
         self.agent.stop.set()
         self.thread.join(timeout)
-        assert not self.thread.is_alive(), "run() did not return after stop"
+        assert not self.thread.is_alive(), f"timed out after {timeout:.0f}s waiting for run() to return after stop"
         assert self.exit_code == 0
         return time.monotonic() - started
 
@@ -357,7 +357,7 @@ def start_agent(stack: Stack, region: Region, monkeypatch: pytest.MonkeyPatch, t
 
 def public(stack: Stack, owner: Account, path: str) -> requests.Response:
     """A GET as `owner`, on a connection of its own (safe from any thread)."""
-    return requests.get(stack.url + path, headers={"Authorization": f"Bearer {owner.access_token}"}, timeout=30)
+    return requests.get(stack.url + path, headers={"Authorization": f"Bearer {owner.access_token}"}, timeout=60)
 
 
 def cluster_of(stack: Stack, owner: Account, cluster_id: str) -> dict[str, Any]:
@@ -427,11 +427,12 @@ def test_a_job_that_outlasts_the_visibility_timeout_is_leased_and_never_redelive
 ) -> None:
     driver = ScriptedDriver()
     driver.pause()
-    agent = start_agent(driver, OROCHI_VISIBILITY_TIMEOUT_SECONDS="2")
+    # Extended every third of the timeout (4/3 s) by a whole timeout: 2.7 s of slack for a late extension.
+    agent = start_agent(driver, OROCHI_VISIBILITY_TIMEOUT_SECONDS="4")
     cluster_id = create(stack, owner, region)["cluster"]["id"]
 
     wait_until(lambda: driver.active(cluster_id) == 1, "the apply to start")
-    wait_until(lambda: agent.value("orochi_agent_lease_extensions_total") >= 3, "three lease extensions",
+    wait_until(lambda: agent.value("orochi_agent_lease_extensions_total") >= 4, "four lease extensions (5.3 s)",
                every=0.1)
     assert queue_counts(sqs, region.queue_url) == (0, 1)
     driver.resume()

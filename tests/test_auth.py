@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -209,39 +208,37 @@ def test_access_token_is_not_a_refresh_token(stack, owner):
     assert_error(refresh(stack, owner.access_token), 401, "unauthorized")
 
 
-def test_refresh_session_expires_after_idle_ttl(stack_factory):
-    idle = stack_factory(REFRESH_IDLE_TTL_SECONDS="2", REFRESH_ABSOLUTE_TTL_SECONDS="60")
-    quiet, busy = idle.register(), idle.register()
-    token, started = busy.refresh_token, time.monotonic()
-    while time.monotonic() - started < 2.2:  # used every 0.3 s: never idle for long
-        time.sleep(0.3)
-        response = refresh(idle, token)
+DAY = 86400
+
+
+def test_refresh_session_expires_after_idle_ttl(own_stack):
+    stack = own_stack()  # the defaults: idle for 7 days, 30 days at most
+    quiet, busy = stack.register(), stack.register()
+    token = busy.refresh_token
+    for _ in range(2):  # used every 4 days: never idle for long
+        stack.advance_clock(4 * DAY)
+        response = refresh(stack, token)
         assert response.status_code == 200, response.text
         token = response.json()["refresh_token"]
 
-    assert_error(refresh(idle, quiet.refresh_token), 401, "unauthorized")  # unused for over 2 s
-    assert refresh(idle, token).status_code == 200
+    assert_error(refresh(stack, quiet.refresh_token), 401, "unauthorized")  # unused for 8 days
+    assert refresh(stack, token).status_code == 200
 
 
-def test_refresh_session_expires_after_absolute_ttl_even_when_used(stack_factory):
-    short = stack_factory(REFRESH_IDLE_TTL_SECONDS="2", REFRESH_ABSOLUTE_TTL_SECONDS="2")
-    account = short.register()
-    registered = last_use = time.monotonic()
-    token, access, successes = account.refresh_token, account.access_token, 0
-    while True:
-        time.sleep(0.3)
-        response = refresh(short, token)
-        if response.status_code != 200:
-            break
-        successes += 1
-        last_use = time.monotonic()
+def test_refresh_session_expires_after_absolute_ttl_even_when_used(own_stack):
+    stack = own_stack()
+    account = stack.register()
+    token = account.refresh_token
+    for gap in (6 * DAY,) * 4 + (6 * DAY - 10 * 60,):  # last used 10 minutes before its 30 days are up
+        stack.advance_clock(gap)
+        response = refresh(stack, token)
+        assert response.status_code == 200, response.text
         token, access = response.json()["refresh_token"], response.json()["access_token"]
-        assert last_use - registered < 4, "the session outlived its absolute lifetime"
-    assert_error(response, 401, "unauthorized")
-    assert successes >= 1
-    assert time.monotonic() - last_use < 1, "too long since the last use to tell age from idleness"
-    assert_error(me(short, access), 401, "unauthorized")  # the session's access tokens end with it
-    assert login(short, account.email, account.password).status_code == 200
+
+    stack.advance_clock(11 * 60)  # 30 days and a minute: used 11 minutes ago, its access token 15 minutes long
+    assert_error(refresh(stack, token), 401, "unauthorized")
+    assert_error(me(stack, access), 401, "unauthorized")  # the session's access tokens end with it
+    assert login(stack, account.email, account.password).status_code == 200
 
 
 # --- logout ---------------------------------------------------------------------------------------------------

@@ -4,25 +4,26 @@ reason, and the job."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from chalicelib.store import keys
-from conftest import ROOT, Account, Stack, aws_client, cluster_body, cluster_path
+from conftest import Account, Stack, aws_client, cluster_body, cluster_path, new_stack
 
 POLICY = {"min_instances": 1, "max_instances": 3, "cooldown_seconds": 300,
           "storage": {"enabled": True, "max_gb": 100}}
 
 
 @pytest.fixture(scope="module")
-def stack(stack_factory: Any) -> Stack:
-    """The API with access tokens that outlive the hours these tests move its clock forward."""
-    made: Stack = stack_factory(ACCESS_TOKEN_TTL_SECONDS=str(24 * 3600))
-    return made
+def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    """This module's own API (its tests move its clock), with access tokens that outlive the hours they move it."""
+    made = new_stack(stack_env, own_clock=True, ACCESS_TOKEN_TTL_SECONDS=str(24 * 3600))
+    yield made
+    made.close()
 
 
 def error_fields(response: Any) -> list[str]:
@@ -36,7 +37,6 @@ BAD_POLICIES = [
     ({"scale_up": {"connections_percent": 30}}, "autoscaling.scale_down.connections_percent"),
     ({"scale_up": {"for_seconds": 30}}, "autoscaling.scale_up.for_seconds"),
     ({"scale_down": {"for_seconds": 59}}, "autoscaling.scale_down.for_seconds"),
-    ({"scale_up": {"for_seconds": 900}, "scale_down": {"for_seconds": 600}}, "autoscaling.scale_down.for_seconds"),
     ({"cooldown_seconds": 10}, "autoscaling.cooldown_seconds"),
     ({"min_instances": 3, "max_instances": 2}, "autoscaling.min_instances"),
     ({"min_instances": 0}, "autoscaling.min_instances"),
@@ -99,10 +99,8 @@ def test_a_policy_that_excludes_the_cluster_as_it_is_is_422(
 
 
 def fire_autoscaler(stack: Stack) -> None:
-    done = subprocess.run([sys.executable, "-m", "devstack.scheduler", "--once", "--only", "autoscaler",
-                           "--clock-file", str(stack.clock_file)], cwd=ROOT, env=stack.env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    """One tick of the scheduled autoscaler, as `make run`'s scheduler fires it, on the stack's clock."""
+    stack.run("devstack.scheduler", "--once", "--only", "autoscaler")
 
 
 def running_cluster(stack: Stack, owner: Account, **fields: Any) -> dict[str, Any]:

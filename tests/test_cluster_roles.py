@@ -3,7 +3,6 @@ and for an outsider (a user of another organization), as one explicit matrix; an
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +54,7 @@ def team(stack: Stack) -> Team:
     stack.report(cluster_id, observed_generation=1, phase="ready", ready_instances=1,
                  endpoint={"host": "subject.example", "port": 5432})
     sample = stack.call("POST", "/v1/agent/metrics", token=stack.agent(), json={"samples": [
-        {"cluster_id": cluster_id, "at": int(time.time()) - 5, "values": {"cpu_percent": 12.5}},
+        {"cluster_id": cluster_id, "at": stack.now() - 5, "values": {"cpu_percent": 12.5}},
     ]})
     assert sample.status_code == 200, sample.text
     return Team(

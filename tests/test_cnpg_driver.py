@@ -81,7 +81,7 @@ def tiers() -> DesiredStorageTiers:
         access_key_id="AKIACOLD", secret_access_key=SecretStr("c0ld-secret")))
 
 
-def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 60) -> T:
+def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 120) -> T:
     """The first truthy value of `probe`, polled until the deadline."""
     deadline = time.monotonic() + timeout
     delay = 0.02
@@ -90,7 +90,7 @@ def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 60) -
             return value
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
-    raise AssertionError(f"no {what} after {timeout:.0f}s")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def cluster_path(namespace: str, *, status: bool = False) -> str:
@@ -768,13 +768,13 @@ def proxied(testbed: Testbed, proxy: FaultProxy, directory: Path, *, timeout: fl
 def test_conflicts_throttles_server_errors_and_timeouts_are_retried(testbed: Testbed, proxy: FaultProxy,
                                                                     tmp_path: Path) -> None:
     cluster_id = new_id()
-    kube = proxied(testbed, proxy, tmp_path, timeout=1.0)
+    kube = proxied(testbed, proxy, tmp_path, timeout=5.0)  # well above any real answer of a loaded apiserver
     flaky = CnpgDriver(kube=kube, retry_base=0.05, attempts=4)
     proxy.add(method="PATCH", path="/namespaces/orochi-", status=503)
     proxy.add(method="PATCH", path="/clusters/pg?", status=409)
     proxy.add(method="PATCH", path="/clusters/pg?", status=500)
     proxy.add(method="PATCH", path=f"/secrets/{names.APP_SECRET}?", status=429)
-    proxy.add(method="PATCH", path=f"/services/{names.SERVICE}?", delay=1.5)  # longer than the client waits
+    proxy.add(method="PATCH", path=f"/services/{names.SERVICE}?", delay=6.0)  # longer than the client waits
     try:
         flaky.apply(desired(cluster_id))
 

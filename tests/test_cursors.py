@@ -138,3 +138,7 @@ def test_metrics_take_no_cursor(stack: Stack, lists: Lists) -> None:
     response = stack.call("GET", path + "?cursor=abc", token=lists.owner.access_token)
     assert response.status_code == 400, response.text
     assert [d["field"] for d in response.json()["error"]["details"]] == ["cursor"]
+
+
+def test_a_cursor_longer_than_documented_is_invalid(stack: Stack, lists: Lists) -> None:
+    assert_invalid_cursor(stack.call("GET", "/v1/orgs?cursor=" + "A" * 2049, token=lists.owner.access_token))

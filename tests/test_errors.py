@@ -155,10 +155,11 @@ def test_body_is_read_as_json_whatever_the_content_type(stack, content_type):
     assert_error(response, 401, "unauthorized")  # the JSON body was read: its token was looked up
 
 
-def test_control_characters_in_an_email_are_never_a_server_error(stack):
+def test_control_characters_in_an_email_are_a_400_naming_it(stack):
     for email in ["a\u0000@b.co", "\u202e@b.co", "a@b.co\u0000", "a@\u0007.co"]:
         response = stack.call("POST", "/v1/auth/login", json={"email": email, "password": "long enough password"})
-        assert_error(response, 401, "unauthorized")
+        body = assert_error(response, 400, "validation_error")
+        assert [detail["field"] for detail in body["details"]] == ["email"]
 
 
 def test_unsupported_method_is_a_405_in_the_error_shape(stack, owner):

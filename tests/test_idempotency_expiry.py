@@ -100,7 +100,7 @@ def test_a_key_claimed_by_a_killed_server_is_free_again_after_the_function_timeo
         doomed.process.wait(timeout=30)
         proxy.dropped.set()
 
-        survivor = Stack({**doomed.env, "AWS_ENDPOINT_URL": stack_env["AWS_ENDPOINT_URL"]})
+        survivor = Stack({**doomed.env, "AWS_ENDPOINT_URL": stack_env["AWS_ENDPOINT_URL"]}, own_clock=True)
         assert survivor.call("GET", clusters_path(owner.org_id), token=owner.access_token).json()["items"] == []
         while_it_could_run = survivor.post_cluster(owner, body, key)
         assert while_it_could_run.status_code == 409, while_it_could_run.text

@@ -13,9 +13,12 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from pydantic import BaseModel
 
+from chalicelib.catalog import SIZES, document_bounds
 from chalicelib.routes import ROUTERS
+from chalicelib.settings import Settings
+from chalicelib.shapes import HEADER_PATTERNS
 from chalicelib.web import Operation
-from conftest import ROOT, Account, Stack
+from conftest import ROOT, Account, Stack, cluster_body
 
 OPERATIONS = [op for router in ROUTERS for op in router.operations]
 SCHEMAS = "#/components/schemas/"
@@ -43,10 +46,11 @@ def _component(document: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     return document["components"]["schemas"][ref["$ref"].removeprefix(SCHEMAS)]
 
 
-def _model_schema(model: type[BaseModel], mode: str) -> dict[str, Any]:
+def _model_schema(model: type[BaseModel], mode: str, settings: Settings) -> dict[str, Any]:
+    """The model's own JSON Schema, with the catalog of `settings` filled in as the API does."""
     schema = model.model_json_schema(mode=mode, ref_template=SCHEMAS + "{model}")  # type: ignore[arg-type]
     schema.pop("$defs", None)
-    return schema
+    return dict(document_bounds(schema, settings))
 
 
 def _validator(document: dict[str, Any], ref: dict[str, Any]) -> OAS31Validator:
@@ -62,7 +66,7 @@ def test_document_lists_exactly_the_routes_the_app_serves(stack: Stack, document
     """Compared with chalice's own route table (not only the routers), so a route added any other way shows up."""
     table = "import json, app; print(json.dumps({path: sorted(methods) for path, methods in app.app.routes.items()}))"
     served = subprocess.run([sys.executable, "-c", table], cwd=ROOT, env=stack.env, capture_output=True, text=True,
-                            check=True, timeout=60)
+                            check=True, timeout=180)
     app_routes = {(method, path) for path, methods in json.loads(served.stdout).items() for method in methods
                   if method != "OPTIONS"}
     documented = {(method.upper(), path) for path, item in document["paths"].items() for method in item
@@ -85,14 +89,14 @@ def test_path_parameters_are_documented(document: dict[str, Any], op: Operation)
 
 
 @pytest.mark.parametrize("op", [op for op in OPERATIONS if op.body is not None], ids=_label)
-def test_request_body_is_the_pydantic_models_schema(document: dict[str, Any], op: Operation) -> None:
+def test_request_body_is_the_pydantic_models_schema(stack: Stack, document: dict[str, Any], op: Operation) -> None:
     assert op.body is not None
     body = _spec(document, op)["requestBody"]
     assert body["required"] is True
     assert list(body["content"]) == ["application/json"]
     ref = body["content"]["application/json"]["schema"]
     assert ref == {"$ref": SCHEMAS + op.body.__name__}
-    assert _component(document, ref) == _model_schema(op.body, "validation")
+    assert _component(document, ref) == _model_schema(op.body, "validation", Settings.from_env(stack.env))
 
 
 @pytest.mark.parametrize("op", [op for op in OPERATIONS if op.body is None], ids=_label)
@@ -101,14 +105,14 @@ def test_operations_without_a_body_model_document_none(document: dict[str, Any],
 
 
 @pytest.mark.parametrize("op", OPERATIONS, ids=_label)
-def test_success_response_is_the_pydantic_models_schema(document: dict[str, Any], op: Operation) -> None:
+def test_success_response_is_the_pydantic_models_schema(stack: Stack, document: dict[str, Any], op: Operation) -> None:
     success = _spec(document, op)["responses"][str(op.status)]
     assert success["headers"]["X-Request-ID"]["required"] is True
     if op.response is None:
         assert "content" not in success
         return
     ref = success["content"]["application/json"]["schema"]
-    assert _component(document, ref) == _model_schema(op.response, "serialization")
+    assert _component(document, ref) == _model_schema(op.response, "serialization", Settings.from_env(stack.env))
 
 
 @pytest.mark.parametrize("op", OPERATIONS, ids=_label)
@@ -171,3 +175,79 @@ def test_served_responses_match_their_documented_schemas(
         documented = document["paths"][template][method.lower()]["responses"][str(status)]
         ref = documented["content"]["application/json"]["schema"]
         _validator(document, ref).validate(answer.json())
+
+
+CATALOG = {"REGIONS": "ams3:Amsterdam 3,tor1:Toronto 1", "POSTGRES_IMAGES": "17=ghcr.io/cloudnative-pg/postgresql:17.6",
+           "STORAGE_GB_MIN": "20", "STORAGE_GB_MAX": "500"}
+
+
+def _catalog_fields(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    schemas = document["components"]["schemas"]
+    create, scale = schemas["ClusterCreate"]["properties"], schemas["ScaleRequest"]["properties"]
+    storage = schemas["StorageAutoscaling"]["properties"]
+    return {"region": create["region"], "postgres_version": create["postgres_version"], "size": create["size"],
+            "storage_gb": create["storage_gb"], "scale.storage_gb": scale["storage_gb"]["anyOf"][0],
+            "scale.size": scale["size"]["anyOf"][0], "storage.max_gb": storage["max_gb"]["anyOf"][0]}
+
+
+def test_catalog_bound_fields_state_the_catalog_the_api_runs_with(stack_factory: Any) -> None:
+    stack = stack_factory(**CATALOG)
+    fields = _catalog_fields(stack.call("GET", "/openapi.json").json())
+    assert fields["region"]["enum"] == ["ams3", "tor1"]
+    assert fields["postgres_version"]["enum"] == ["17"]
+    assert fields["size"]["enum"] == fields["scale.size"]["enum"] == [size.slug for size in SIZES]
+    for name in ("storage_gb", "scale.storage_gb", "storage.max_gb"):
+        assert (fields[name]["minimum"], fields[name]["maximum"]) == (20, 500), name
+    catalog = stack.call("GET", "/v1/catalog").json()
+    assert [r["slug"] for r in catalog["regions"]] == fields["region"]["enum"]
+    assert catalog["storage_gb"] == {"min": 20, "max": 500}
+
+
+@pytest.mark.parametrize(("field", "value", "accepted"), [
+    ("region", "tor1", True), ("region", "nyc1", False), ("postgres_version", "16", False),
+    ("storage_gb", 20, True), ("storage_gb", 19, False), ("storage_gb", 500, True), ("storage_gb", 501, False),
+    ("autoscaling", {"min_instances": 1, "max_instances": 2, "storage": {"max_gb": 501}}, False),
+    ("autoscaling", {"min_instances": 1, "max_instances": 2, "storage": {"max_gb": 500}}, True),
+    ("autoscaling", {"min_instances": 1, "max_instances": 2, "storage": {"threshold_percent": 80}}, False),
+    ("autoscaling", {"min_instances": 2, "max_instances": 1}, False),
+])
+def test_the_api_accepts_what_the_documented_catalog_states(stack_factory: Any, field: str, value: Any,
+                                                             accepted: bool) -> None:
+    stack = stack_factory(**CATALOG)
+    owner = stack.register()
+    body = cluster_body(**{"region": "tor1", "postgres_version": "17", "storage_gb": 30, field: value})
+    response = stack.post_cluster(owner, body)
+    assert response.status_code == (202 if accepted else 400), response.text
+    document = stack.call("GET", "/openapi.json").json()
+    valid = _validator(document, {"$ref": SCHEMAS + "ClusterCreate"}).is_valid(body)
+    assert valid is accepted
+
+
+def test_cross_field_rules_are_stated_in_the_document(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    for name, valid, invalid in [
+        ("ScaleRequest", {"size": "db-s-2vcpu-4gb"}, {"instances": None, "size": None}),
+        ("ClusterPatch", {"name": None}, {}),
+        ("AutoscalingPolicy", {"min_instances": 3, "max_instances": 3}, {"min_instances": 4, "max_instances": 3}),
+        ("StorageAutoscaling", {"enabled": False}, {"threshold_percent": 80}),
+        ("RegisterRequest", {"email": "a@example.com", "password": "long enough", "name": "A", "invitation_token": "t"},
+         {"email": "a@example.com", "password": "long enough", "name": "A"}),
+    ]:
+        validator = _validator(document, {"$ref": SCHEMAS + name})
+        assert validator.is_valid(valid), name
+        assert not validator.is_valid(invalid), name
+    assert "anyOf" in schemas["AutoscalingPolicy"]
+
+
+@pytest.mark.parametrize("op", [op for op in OPERATIONS if op.query is not None], ids=_label)
+def test_query_parameters_are_never_null(document: dict[str, Any], op: Operation) -> None:
+    for parameter in _spec(document, op)["parameters"]:
+        if parameter["in"] == "query":
+            assert "anyOf" not in parameter["schema"] and parameter["schema"].get("type") != "null", parameter
+            assert "default" not in parameter["schema"] or parameter["schema"]["default"] is not None
+
+
+@pytest.mark.parametrize("op", [op for op in OPERATIONS if op.headers], ids=_label)
+def test_request_headers_state_the_pattern_the_api_checks(document: dict[str, Any], op: Operation) -> None:
+    headers = {p["name"]: p["schema"] for p in _spec(document, op)["parameters"] if p["in"] == "header"}
+    assert headers == {name: {"type": "string", "pattern": HEADER_PATTERNS[name]} for name in op.headers}

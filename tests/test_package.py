@@ -67,7 +67,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # `-o` the install stamp: run the packaging with the environment at hand, never pip.
     command = ["make", "--no-print-directory", "-o", f"{VENV}/.installed", f"VENV={VENV}", f"PACKAGE_DIR={out}",
                "package"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return out
 
@@ -290,7 +290,7 @@ def test_actions_used_are_what_the_store_and_jobs_modules_call():
 
 def test_template_passes_cfn_lint(build):
     command = [str(VENV / "bin" / "cfn-lint"), str(build / "sam.json")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"cfn-lint:\n{result.stdout}{result.stderr}"
 
 

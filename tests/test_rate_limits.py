@@ -8,6 +8,8 @@ fresh one (`fresh_window`), so the window cannot end halfway through what it cou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import http.client
 import itertools
 import json
@@ -20,7 +22,7 @@ import pytest
 
 from chalicelib.settings import Settings, SettingsError
 from chalicelib.store import keys
-from conftest import Stack, cluster_body, clusters_path, send_together
+from conftest import Stack, cluster_body, clusters_path, new_stack, send_together
 
 USER_LIMIT, AGENT_LIMIT, AUTH_LIMIT = 5, 8, 3
 LIMITS = {"RATE_LIMIT_USER_PER_MINUTE": str(USER_LIMIT), "RATE_LIMIT_AGENT_PER_MINUTE": str(AGENT_LIMIT),
@@ -31,8 +33,11 @@ _hosts = itertools.count(2)
 
 
 @pytest.fixture(scope="module")
-def limited(stack_factory: Any) -> Stack:
-    return stack_factory(**LIMITS)
+def limited(stack_env: dict[str, str]) -> Iterator[Stack]:
+    """This module's own API with small limits (its tests move its clock to the start of a window)."""
+    made = new_stack(stack_env, own_clock=True, **LIMITS)
+    yield made
+    made.close()
 
 
 def new_address() -> str:

@@ -4,28 +4,19 @@ does) re-enqueues generations nobody observed and fails operations past their de
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import uuid
 from typing import Any
 
 import pytest
 
-from conftest import ROOT, Stack, aws_client, cluster_path
+from conftest import Stack, aws_client, cluster_path
 
 REGIONS = ("nyc1", "sfo3", "fra1", "ams3", "sgp1")
 
 
-def run(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done
-
-
-def fire_reaper(env: dict[str, str]) -> None:
-    run("devstack.scheduler", env, "--once")
+def fire_reaper(stack: Stack, env: dict[str, str] | None = None) -> None:
+    """One sweep, as the scheduler fires it, on `stack`'s clock (with `env`, another deployment of its table)."""
+    stack.run("devstack.scheduler", "--once", env=env)
 
 
 def jobs_on(env: dict[str, str], region: str) -> list[dict[str, Any]]:
@@ -42,16 +33,11 @@ def jobs_on(env: dict[str, str], region: str) -> list[dict[str, Any]]:
             client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def wait_until(epoch_second: int) -> None:
-    """Sleep until the wall clock reaches `epoch_second` (the store keeps whole seconds)."""
-    time.sleep(max(0.0, epoch_second - time.time()) + 0.05)
-
-
-@pytest.fixture(scope="module")
-def broken(stack_factory: Any, stack_env: dict[str, str]) -> Stack:
+@pytest.fixture
+def broken(own_stack: Any, stack_env: dict[str, str]) -> Stack:
     """A stack whose job queues do not exist: every enqueue fails, as in an SQS outage."""
     template = f"{stack_env['AWS_ENDPOINT_URL']}/123456789012/missing-{uuid.uuid4().hex[:8]}-{{region}}.fifo"
-    stack = stack_factory(JOB_QUEUE_URL_TEMPLATE=template)
+    stack = own_stack(JOB_QUEUE_URL_TEMPLATE=template)
     client = stack.sqs()
     for region in REGIONS:  # the stack's bootstrap created them; take them away
         url = stack.queue_url(region)
@@ -60,12 +46,12 @@ def broken(stack_factory: Any, stack_env: dict[str, str]) -> Stack:
     return stack
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def restored(broken: Stack, stack_env: dict[str, str]) -> dict[str, str]:
-    """The broken stack's deployment (same table) once its queues work again, with a 1 s staleness threshold."""
+    """The broken stack's deployment (same table) once its queues work again."""
     template = f"{stack_env['AWS_ENDPOINT_URL']}/123456789012/restored-{uuid.uuid4().hex[:8]}-{{region}}.fifo"
-    env = {**broken.env, "JOB_QUEUE_URL_TEMPLATE": template, "RECONCILE_STALE_AFTER_SECONDS": "1"}
-    run("devstack.bootstrap", env)
+    env = {**broken.env, "JOB_QUEUE_URL_TEMPLATE": template}
+    broken.run("devstack.bootstrap", env=env)
     return env
 
 
@@ -85,8 +71,12 @@ def test_failed_enqueue_still_creates_the_cluster_and_the_reaper_requeues_it(
     broken.report(observed["id"], region="fra1", observed_generation=1, phase="provisioning", ready_instances=0)
     assert jobs_on(restored, "fra1") == []
 
-    wait_until(max(cluster["created_at"], observed["created_at"]) + 2)
-    fire_reaper(restored)
+    broken.advance_clock(4 * 60)
+    fire_reaper(broken, restored)
+    assert jobs_on(restored, "fra1") == [], "re-enqueued within RECONCILE_STALE_AFTER_SECONDS (5 minutes)"
+
+    broken.advance_clock(2 * 60)
+    fire_reaper(broken, restored)
 
     jobs = jobs_on(restored, "fra1")
     requeued = [job for job in jobs if job["cluster_id"] == cluster["id"]]
@@ -104,27 +94,32 @@ def test_failed_enqueue_still_creates_the_cluster_and_the_reaper_requeues_it(
     assert (operation["status"], operation.get("error")) == ("pending", None), "within its deadline: not failed"
 
 
-def test_operation_past_its_deadline_is_failed_with_a_reason(stack_factory: Any) -> None:
-    short = stack_factory(OPERATION_DEADLINE_SECONDS="1")
-    owner = short.register()
-    stalled = short.create_cluster(owner)
-    settled = short.create_cluster(owner)
-    done = short.report(settled["cluster"]["id"], observed_generation=1, phase="ready", ready_instances=1,
+def test_operation_past_its_deadline_is_failed_with_a_reason(own_stack: Any) -> None:
+    stack = own_stack()  # operations have an hour
+    owner = stack.register()
+    stalled = stack.create_cluster(owner)
+    settled = stack.create_cluster(owner)
+    done = stack.report(settled["cluster"]["id"], observed_generation=1, phase="ready", ready_instances=1,
                         endpoint={"host": "db.example.net", "port": 5432})
     assert done["status"] == "running", done
 
     operation_path = f"{cluster_path(owner.org_id, stalled['cluster']['id'])}/operations/{stalled['operation']['id']}"
-    assert short.call("GET", operation_path, token=owner.access_token).json()["status"] == "pending"
+    assert stack.call("GET", operation_path, token=owner.access_token).json()["status"] == "pending"
 
-    wait_until(stalled["cluster"]["created_at"] + 2)
-    fire_reaper(short.env)
+    stack.advance_clock(3600 - 5 * 60)
+    fire_reaper(stack)
+    stack.refresh(owner)
+    assert stack.call("GET", operation_path, token=owner.access_token).json()["status"] == "pending"
 
-    operation = short.call("GET", operation_path, token=owner.access_token).json()
+    stack.advance_clock(6 * 60)
+    fire_reaper(stack)
+    stack.refresh(owner)
+    operation = stack.call("GET", operation_path, token=owner.access_token).json()
     assert operation["status"] == "failed"
-    assert "not completed within 1 seconds" in operation["error"]
-    cluster = short.get_cluster(owner, stalled["cluster"]["id"])
+    assert "not completed within 3600 seconds" in operation["error"]
+    cluster = stack.get_cluster(owner, stalled["cluster"]["id"])
     assert stalled["operation"]["id"] in cluster["status_message"] and "timed out" in cluster["status_message"]
 
-    finished = short.call("GET", f"{cluster_path(owner.org_id, settled['cluster']['id'])}/operations/"
+    finished = stack.call("GET", f"{cluster_path(owner.org_id, settled['cluster']['id'])}/operations/"
                                  f"{settled['operation']['id']}", token=owner.access_token).json()
     assert (finished["status"], finished.get("error")) == ("succeeded", None)

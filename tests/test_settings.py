@@ -33,7 +33,7 @@ STARTS: dict[str, dict[str, str]] = {
 def start_app(stack_env: dict[str, str], changes: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Import the app with `changes` to the test environment."""
     return subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, env={**stack_env, **changes},
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=180)
 
 
 @pytest.fixture(scope="module")

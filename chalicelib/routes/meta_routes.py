@@ -36,8 +36,9 @@ def openapi_document(call: Call[Any]) -> Reply:
 
 @functools.cache
 def _document() -> dict[str, Any]:
-    """Built on first request (not at import, to keep cold starts short), then kept: the routes never change."""
+    """Built on first request (not at import, to keep cold starts short), then kept: the routes and settings never change."""
     from chalicelib import openapi
     from chalicelib.routes import ROUTERS
+    from chalicelib.settings import get_settings
 
-    return openapi.document(ROUTERS, version=VERSION)
+    return openapi.document(ROUTERS, version=VERSION, settings=get_settings())

@@ -115,6 +115,15 @@ def _index(cluster: Cluster) -> None:
         cluster.gsi3pk, cluster.gsi3sk = keys.unsettled_cluster(cluster.region, enqueued, cluster.id)
 
 
+def put_many(clusters: list[Cluster]) -> None:
+    """Write clusters as they are, indexed, in BatchWriteItems of 25 and without conditions (bulk loading only:
+    the benchmarks seed fleets with it; nothing on a request path may)."""
+    with Cluster.batch_write() as batch:
+        for cluster in clusters:
+            _index(cluster)
+            batch.save(cluster)
+
+
 def create(*, cluster: Cluster, operation: Operation, quota: int) -> None:
     """Write a new cluster, its name claim and first operation, counting it against the org's quota.
 
