@@ -20,20 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import (
-    Api,
-    DynamoCalls,
-    agent_token,
-    cluster_path,
-    create_cluster,
-    heading,
-    load_average,
-    machine,
-    markdown_table,
-    moto_stack,
-    register,
-    use_environment,
-)
+from bench.inprocess import agent_token, app_in_process, create_cluster, register
+from bench.report import heading, load_average, machine, markdown_table
+from devstack.harness import cluster_path
 
 REGION = "nyc1"
 FLEET = 100
@@ -53,13 +42,9 @@ class Row:
     breakdown: str
     items_read: int
     items_returned: int
+    read_units: float
+    write_units: float
     ms: float
-
-
-def table_client() -> Any:
-    from chalicelib.store.table import Item
-
-    return Item._get_connection().connection.client
 
 
 def seed_rollups(samples: list[dict[str, Any]]) -> None:
@@ -90,11 +75,7 @@ def main() -> None:
     parser.add_argument("--samples", default="10,20000", help="samples of each cluster read")
     args = parser.parse_args()
     levels = [int(x) for x in args.samples.split(",")]
-    with moto_stack(LOG_LEVEL="WARNING", ORG_CLUSTER_QUOTA=str(FLEET + len(levels) + 1)) as env:
-        use_environment(env)
-        api = Api()
-        counter = DynamoCalls()
-        counter.attach(table_client())
+    with app_in_process(ORG_CLUSTER_QUOTA=str(FLEET + len(levels) + 1)) as (api, counter):
         agent = agent_token(REGION)
         owner = register(api)
         rows: list[Row] = []
@@ -109,8 +90,9 @@ def main() -> None:
             body = reply.body
             answer = (f"accepted {body['accepted']}" if "accepted" in body
                       else f"{len(body['points'])} points" if "points" in body else f"{len(body['items'])} samples")
+            read_units, write_units = counter.capacity()
             rows.append(Row(name, answer, len(counter.calls), counter.breakdown(), counter.items_read,
-                            counter.items_returned, elapsed * 1000))
+                            counter.items_returned, read_units, write_units, elapsed * 1000))
 
         def post(samples: list[dict[str, Any]]) -> Any:
             return api.call("POST", "/v1/agent/metrics", token=agent, body={"samples": samples})
@@ -146,8 +128,10 @@ def main() -> None:
     print(f"{facts['date']}; {facts['cpus']} CPUs ({facts['cpu']}), {facts['memory']}; Python {facts['python']}; "
           f"load average after: {load_average()}\n")
     print(markdown_table(
-        ["probe", "answer", "DynamoDB requests", "breakdown", "items read", "items returned", "ms (moto)"],
-        [[r.probe, r.answer, r.requests, r.breakdown, r.items_read, r.items_returned, f"{r.ms:.0f}"] for r in rows]))
+        ["probe", "answer", "DynamoDB requests", "breakdown", "items read", "items returned", "read units (est.)",
+         "write units (est.)", "ms (moto)"],
+        [[r.probe, r.answer, r.requests, r.breakdown, r.items_read, r.items_returned, f"{r.read_units:g}",
+          f"{r.write_units:g}", f"{r.ms:.0f}"] for r in rows]))
 
 
 if __name__ == "__main__":

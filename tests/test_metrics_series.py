@@ -164,9 +164,9 @@ def test_viewers_read_the_series_and_other_organizations_get_not_found(stack: St
         assert response.json()["error"]["code"] == "not_found"
 
 
-def test_points_move_with_the_api_clock(stack_factory: Any) -> None:
+def test_points_move_with_the_api_clock(own_stack: Any) -> None:
     """On a stack of its own, whose clock it moves and whose access tokens outlive the moves."""
-    stack: Stack = stack_factory(ACCESS_TOKEN_TTL_SECONDS=str(86400))
+    stack: Stack = own_stack(ACCESS_TOKEN_TTL_SECONDS=str(86400))
     owner = stack.register()
     cluster = stack.create_cluster(owner, region="nyc1")["cluster"]
     at = stack.now() - 5
