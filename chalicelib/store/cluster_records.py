@@ -1,4 +1,4 @@
-"""Clusters, their name claims, operations, audit entries and metrics samples; see `keys` for where each lives.
+"""Clusters, their name claims, operations and audit entries; see `keys` for where each lives.
 
 A cluster's index entries follow from its state whenever it is written (`_index`): live clusters are
 listed by organization and by region, unsettled ones (a generation not yet observed) by when they were
@@ -98,12 +98,6 @@ class AuditEntry(Item):
     request_id = UnicodeAttribute()
     source_ip = UnicodeAttribute(null=True)
     at = IntegerAttribute()
-
-
-class MetricsSample(Item):
-    cluster_id = UnicodeAttribute()
-    at = IntegerAttribute()
-    values = JSONAttribute()
 
 
 def new_cluster(cluster_id: str, **fields: Any) -> Cluster:
@@ -314,20 +308,8 @@ def record_audit(*, cluster_id: str, entry_id: str, action: str, actor: str, req
 
 @dataclass(frozen=True)
 class Sample:
+    """One metrics sample as the agent reported it (folded into rollups and autoscaling states, not stored)."""
+
     cluster_id: str
     at: int
     values: dict[str, int | float]
-
-
-def put_metrics(samples: list[Sample], *, retention: int) -> None:
-    """Store the samples; each expires `retention` seconds after it was taken."""
-    with MetricsSample.batch_write() as batch:
-        for sample in samples:
-            batch.save(MetricsSample(*keys.metrics_sample(sample.cluster_id, sample.at), cluster_id=sample.cluster_id,
-                                     at=sample.at, values=sample.values, expires_ttl=sample.at + retention))
-
-
-def metrics_of(cluster_id: str, *, since: int, limit: int) -> list[MetricsSample]:
-    """Newest first."""
-    return list(MetricsSample.query(keys.metrics_partition(cluster_id), MetricsSample.sk >= keys.metrics_since(since),
-                                    scan_index_forward=False, limit=limit))
