@@ -13,6 +13,14 @@ $(STAMP): requirements.txt requirements-dev.txt kube-agent/requirements.txt kube
 	$(PY) -m pip uninstall -qq --yes types-urllib3 types-certifi
 	touch $(STAMP)
 
+# The dashboard's packages, from its lockfile only (`npm ci`); nothing downloads browsers (Debian's chromium is used).
+DASHBOARD_STAMP := dashboard/node_modules/.installed
+VITE := node node_modules/vite/bin/vite.js
+
+$(DASHBOARD_STAMP): dashboard/package-lock.json
+	cd dashboard && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	touch $@
+
 run: $(STAMP)
 	$(PY) -m devstack.run
 
@@ -42,10 +50,16 @@ PACKAGE_ENV := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
 	ENCRYPTION_KEY=pkg:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \
 	JOB_QUEUE_URL_TEMPLATE='https://sqs.invalid/000000000000/orochi-jobs-{region}.fifo'
 
-package: $(STAMP)
+# The dashboard's static bundle goes to $(PACKAGE_DIR)/dashboard, built to call DASHBOARD_API_URL, and its hosting (a
+# private bucket behind CloudFront with the dashboard's security headers) into the template (infra/dashboard_site.py).
+DASHBOARD_API_URL ?= https://api.orochi.example
+
+package: $(STAMP) $(DASHBOARD_STAMP)
 	rm -rf $(PACKAGE_DIR)
 	$(PACKAGE_ENV) $(VENV)/bin/chalice package --stage prod --merge-template infra/resources.json $(PACKAGE_DIR)
 	$(PY) infra/bytecompile.py $(PACKAGE_DIR)/deployment.zip
+	$(PY) -m infra.dashboard_site $(PACKAGE_DIR)/sam.json dashboard/security-headers.json
+	cd dashboard && VITE_API_URL=$(DASHBOARD_API_URL) $(VITE) build --outDir $(abspath $(PACKAGE_DIR))/dashboard --emptyOutDir
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache build

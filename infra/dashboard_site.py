@@ -1,0 +1,186 @@
+"""Add the dashboard's hosting to the packaged template: a private S3 bucket behind CloudFront.
+
+The bucket blocks every kind of public access and is readable only by the distribution (origin access control,
+SigV4, the distribution's ARN in the bucket policy's condition). Viewers get HTTPS only (HTTP redirects), and every
+answer carries the dashboard's security headers, read from the one file the dashboard's own preview server serves
+them from (`dashboard/security-headers.json`), so the CSP the end-to-end tests run under is the one users get.
+Routes of the single-page app that are not files answer `index.html`.
+
+    python -m infra.dashboard_site build/sam.json dashboard/security-headers.json
+
+Its name is the prod stage's allowed origin (a template parameter, with the ACM certificate for it).
+
+The bundle itself is uploaded after the stack is deployed (README: "Shipping the dashboard").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+# AWS's managed cache policy "CachingOptimized" (the same id in every account).
+CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
+ORIGIN_ID = "dashboard-bucket"
+
+
+def security_headers_config(headers: dict[str, str]) -> dict[str, Any]:
+    """A ResponseHeadersPolicyConfig that sets exactly `headers`, overriding what the origin sends."""
+    security: dict[str, Any] = {}
+    custom = []
+    for name, value in headers.items():
+        key = name.lower()
+        if key == "content-security-policy":
+            security["ContentSecurityPolicy"] = {"ContentSecurityPolicy": value, "Override": True}
+        elif key == "x-content-type-options" and value.lower() == "nosniff":
+            security["ContentTypeOptions"] = {"Override": True}
+        elif key == "x-frame-options" and value.upper() in ("DENY", "SAMEORIGIN"):
+            security["FrameOptions"] = {"FrameOption": value.upper(), "Override": True}
+        elif key == "referrer-policy":
+            security["ReferrerPolicy"] = {"ReferrerPolicy": value, "Override": True}
+        elif key == "strict-transport-security":
+            security["StrictTransportSecurity"] = _hsts(value)
+        else:
+            custom.append({"Header": name, "Value": value, "Override": True})
+    security.setdefault("StrictTransportSecurity", _hsts("max-age=63072000; includeSubDomains; preload"))
+    config: dict[str, Any] = {"Name": "orochi-dashboard-security-headers", "SecurityHeadersConfig": security}
+    if custom:
+        config["CustomHeadersConfig"] = {"Items": custom}
+    return config
+
+
+def _hsts(value: str) -> dict[str, Any]:
+    parts = [p.strip().lower() for p in value.split(";")]
+    max_age = next(int(p.split("=", 1)[1]) for p in parts if p.startswith("max-age="))
+    return {"AccessControlMaxAgeSec": max_age, "IncludeSubdomains": "includesubdomains" in parts,
+            "Preload": "preload" in parts, "Override": True}
+
+
+def parameters(domain: str) -> dict[str, Any]:
+    """The dashboard's name (the API's allowed origin, so that CORS and the same-site refresh cookie work) and its
+    certificate (ACM, in us-east-1 as CloudFront requires), given at deploy time."""
+    return {
+        "DashboardDomain": {"Type": "String", "Default": domain,
+                            "Description": "The dashboard's host name: the prod stage's ALLOWED_ORIGINS"},
+        "DashboardCertificateArn": {"Type": "String", "AllowedPattern": "arn:aws[a-z-]*:acm:us-east-1:[0-9]{12}:certificate/.+",
+                                    "Description": "An ACM certificate for DashboardDomain, in us-east-1"},
+    }
+
+
+def resources(headers: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Resources, Outputs) of the dashboard's hosting."""
+    distribution_arn = {"Fn::Sub": "arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${DashboardDistribution}"}
+    spa_fallback = [{"ErrorCode": code, "ResponseCode": 200, "ResponsePagePath": "/index.html", "ErrorCachingMinTTL": 10}
+                    for code in (403, 404)]
+    found = {
+        "DashboardBucket": {
+            "Type": "AWS::S3::Bucket",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                                   "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
+                "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+                "BucketEncryption": {"ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+                "VersioningConfiguration": {"Status": "Enabled"},
+            },
+        },
+        "DashboardBucketPolicy": {
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {
+                "Bucket": {"Ref": "DashboardBucket"},
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                    {"Sid": "CloudFrontReadsThroughOriginAccessControl", "Effect": "Allow",
+                     "Principal": {"Service": "cloudfront.amazonaws.com"}, "Action": "s3:GetObject",
+                     "Resource": {"Fn::Sub": "${DashboardBucket.Arn}/*"},
+                     "Condition": {"StringEquals": {"AWS:SourceArn": distribution_arn}}},
+                    {"Sid": "HttpsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                     "Resource": [{"Fn::GetAtt": ["DashboardBucket", "Arn"]}, {"Fn::Sub": "${DashboardBucket.Arn}/*"}],
+                     "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+                ]},
+            },
+        },
+        "DashboardOriginAccessControl": {
+            "Type": "AWS::CloudFront::OriginAccessControl",
+            "Properties": {"OriginAccessControlConfig": {
+                "Name": "orochi-dashboard", "OriginAccessControlOriginType": "s3",
+                "SigningBehavior": "always", "SigningProtocol": "sigv4"}},
+        },
+        "DashboardSecurityHeaders": {
+            "Type": "AWS::CloudFront::ResponseHeadersPolicy",
+            "Properties": {"ResponseHeadersPolicyConfig": security_headers_config(headers)},
+        },
+        "DashboardDistribution": {
+            "Type": "AWS::CloudFront::Distribution",
+            "Properties": {"DistributionConfig": {
+                "Enabled": True,
+                "Comment": "Orochi DB dashboard",
+                "Aliases": [{"Ref": "DashboardDomain"}],
+                "ViewerCertificate": {"AcmCertificateArn": {"Ref": "DashboardCertificateArn"},
+                                      "SslSupportMethod": "sni-only", "MinimumProtocolVersion": "TLSv1.2_2021"},
+                "HttpVersion": "http2and3",
+                "IPV6Enabled": True,
+                "PriceClass": "PriceClass_100",
+                "DefaultRootObject": "index.html",
+                "Origins": [{
+                    "Id": ORIGIN_ID,
+                    "DomainName": {"Fn::GetAtt": ["DashboardBucket", "RegionalDomainName"]},
+                    "OriginAccessControlId": {"Fn::GetAtt": ["DashboardOriginAccessControl", "Id"]},
+                    "S3OriginConfig": {"OriginAccessIdentity": ""},
+                }],
+                "DefaultCacheBehavior": {
+                    "TargetOriginId": ORIGIN_ID,
+                    "ViewerProtocolPolicy": "redirect-to-https",
+                    "AllowedMethods": ["GET", "HEAD"],
+                    "CachedMethods": ["GET", "HEAD"],
+                    "Compress": True,
+                    "CachePolicyId": CACHING_OPTIMIZED,
+                    "ResponseHeadersPolicyId": {"Ref": "DashboardSecurityHeaders"},
+                },
+                "CustomErrorResponses": spa_fallback,
+            }},
+        },
+    }
+    outputs = {
+        "DashboardBucketName": {"Value": {"Ref": "DashboardBucket"}},
+        "DashboardDistributionId": {"Value": {"Ref": "DashboardDistribution"}},
+        "DashboardUrl": {"Value": {"Fn::Sub": "https://${DashboardDomain}"}},
+        "DashboardDistributionDomainName": {"Value": {"Fn::GetAtt": ["DashboardDistribution", "DomainName"]},
+                                            "Description": "where DashboardDomain's CNAME (or alias record) points"},
+    }
+    return found, outputs
+
+
+def add_to(template: dict[str, Any], headers: dict[str, str], *, domain: str) -> None:
+    found, outputs = resources(headers)
+    sections = {"Parameters": parameters(domain), "Resources": found, "Outputs": outputs}
+    clash = [name for section, added in sections.items() for name in added if name in template.get(section, {})]
+    if clash:
+        raise SystemExit(f"the template already has {sorted(clash)}")
+    for section, added in sections.items():
+        template.setdefault(section, {}).update(added)
+
+
+def prod_origin(config: Path) -> str:
+    """The host of the prod stage's first allowed origin, from .chalice/config.json."""
+    origins = json.loads(config.read_text())["stages"]["prod"]["environment_variables"]["ALLOWED_ORIGINS"]
+    return urlparse(origins.split(",")[0].strip()).netloc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("template", type=Path, help="the packaged template, changed in place")
+    parser.add_argument("headers", type=Path, help="the dashboard's security headers (a JSON object)")
+    parser.add_argument("--config", type=Path, default=Path(".chalice/config.json"),
+                        help="chalice's config: the dashboard's domain is the prod stage's allowed origin")
+    args = parser.parse_args()
+    template = json.loads(args.template.read_text())
+    add_to(template, json.loads(args.headers.read_text()), domain=prod_origin(args.config))
+    args.template.write_text(json.dumps(template, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
