@@ -44,12 +44,12 @@ def assert_allowed(response: requests.Response, origin: str) -> None:
     assert response.headers.get("Access-Control-Allow-Origin") == origin, dict(response.headers)
     assert "origin" in _listed(response.headers.get("Vary", ""))
     assert {"x-request-id", "etag", "retry-after"} <= _listed(response.headers.get("Access-Control-Expose-Headers", ""))
-    assert "Access-Control-Allow-Credentials" not in response.headers
+    assert response.headers.get("Access-Control-Allow-Credentials") == "true"
 
 
 def assert_not_allowed(response: requests.Response) -> None:
     for name in ("Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers",
-                 "Access-Control-Expose-Headers"):
+                 "Access-Control-Expose-Headers", "Access-Control-Allow-Credentials"):
         assert name not in response.headers, dict(response.headers)
     assert "origin" in _listed(response.headers.get("Vary", ""))
 
@@ -63,7 +63,7 @@ def test_preflight_from_listed_origin_allows_bearer_json_requests(stack: Stack, 
     assert response.status_code == 204
     assert_allowed(response, origin)
     assert {"get", "options"} <= _listed(response.headers["Access-Control-Allow-Methods"])
-    assert {"authorization", "content-type", "idempotency-key", "if-match", "x-request-id"} <= _listed(
+    assert {"authorization", "content-type", "idempotency-key", "if-match", "x-orochi-session", "x-request-id"} <= _listed(
         response.headers["Access-Control-Allow-Headers"])
     assert int(response.headers["Access-Control-Max-Age"]) > 0
 
