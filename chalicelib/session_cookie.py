@@ -23,9 +23,13 @@ PATH = "/v1/auth"
 _ATTRIBUTES = "HttpOnly; Secure; SameSite=Strict"
 _VALUE = re.compile(r"[!-~]{1,512}")  # what a refresh token in the body may be (shapes.Token)
 
+# Answers holding tokens are never stored by a cache (RFC 6749 5.1).
+_NO_STORE = {"Cache-Control": "no-store"}
+
 # For the document: what the success answers of the session routes may set.
 SETS_COOKIE = {"Set-Cookie": f"with `{HEADER}: cookie`: `{NAME}=<refresh token>; Path={PATH}; {_ATTRIBUTES}; "
-                             "Max-Age=<seconds until the session's absolute expiry>`"}
+                             "Max-Age=<seconds until the session's absolute expiry>`",
+               "Cache-Control": "`no-store`: the answer holds tokens"}
 CLEARS_COOKIE = {"Set-Cookie": f"always: `{NAME}=; Path={PATH}; Max-Age=0; {_ATTRIBUTES}` (clears a cookie session's "
                                "cookie; a browser applies it to a request sent with `credentials: 'include'`)"}
 ORIGIN_NOT_ALLOWED = (f"`origin_not_allowed`: with `{HEADER}: cookie` the `Origin` header must be one the API "
@@ -37,12 +41,13 @@ def requested(headers: Mapping[str, str]) -> bool:
     return headers.get(HEADER.lower()) == "cookie"
 
 
-def answer(headers: Mapping[str, str], tokens: auth.Tokens) -> auth.TokenResponse | Reply:
-    """The body flow's answer; for a cookie session, that answer without `refresh_token`, which goes in the cookie."""
+def answer(headers: Mapping[str, str], tokens: auth.Tokens) -> Reply:
+    """The body flow's answer; for a cookie session, that answer without `refresh_token`, which goes in the cookie.
+    Neither may be cached."""
     if not requested(headers):
-        return tokens.answer
+        return Reply(tokens.answer, headers=dict(_NO_STORE))
     cookie = f"{NAME}={tokens.refresh_token}; Path={PATH}; {_ATTRIBUTES}; Max-Age={tokens.refresh_expires_in}"
-    return Reply(tokens.answer.model_copy(update={"refresh_token": None}), headers={"Set-Cookie": cookie})
+    return Reply(tokens.answer.model_copy(update={"refresh_token": None}), headers={**_NO_STORE, "Set-Cookie": cookie})
 
 
 def cleared() -> dict[str, str]:

@@ -127,6 +127,19 @@ def test_body_flow_answers_as_before_and_sets_no_cookie(stack: Stack, owner: Acc
     assert refreshed.json()["refresh_token"] and not set_cookies(refreshed)
 
 
+@pytest.mark.parametrize("session", ["body", "cookie"])
+def test_no_answer_holding_tokens_may_be_cached(stack: Stack, owner: Account, session: str) -> None:
+    """RFC 6749 5.1: register, login and refresh answer `Cache-Control: no-store`, in either flow."""
+    headers = BROWSER if session == "cookie" else {}
+    registered = post(stack, "/v1/auth/register", headers=headers, json=new_account())
+    logged_in = post(stack, "/v1/auth/login", headers=headers, json={"email": owner.email, "password": owner.password})
+    refreshed = (refresh_from_cookie(stack, issued_cookie(logged_in)[0]) if session == "cookie"
+                 else refresh_from_body(stack, logged_in.json()["refresh_token"]))
+    for response in (registered, logged_in, refreshed):
+        assert response.status_code in (200, 201), response.text
+        assert response.headers.get("Cache-Control") == "no-store", (response.request.url, dict(response.headers))
+
+
 def test_the_cookie_lives_exactly_as_long_as_the_sessions_refresh_tokens(own_stack: Any) -> None:
     stack = own_stack(REFRESH_ABSOLUTE_TTL_SECONDS="7200", REFRESH_IDLE_TTL_SECONDS="3600")
     token, _ = cookie_login(stack, stack.register(), max_age=7200)

@@ -12,7 +12,7 @@ router = Router(__name__, tag="auth")
 @router.route("POST", "/v1/auth/register", auth="none", status=201, body=auth.RegisterRequest,
               response=auth.TokenResponse, errors=(404, 409), rate_limit="address", headers=(HEADER,),
               response_headers=SETS_COOKIE)
-def register(call: Call[auth.RegisterRequest]) -> auth.TokenResponse | Reply:
+def register(call: Call[auth.RegisterRequest]) -> Reply:
     """Create an account and its organization, or join the organization of an invitation
 
     With `X-Orochi-Session: cookie` the refresh token is set in the `orochi_refresh` cookie instead of the body.
@@ -22,7 +22,7 @@ def register(call: Call[auth.RegisterRequest]) -> auth.TokenResponse | Reply:
 
 @router.route("POST", "/v1/auth/login", auth="none", body=auth.LoginRequest, response=auth.TokenResponse,
               errors=(401, 409, 429), rate_limit="address", headers=(HEADER,), response_headers=SETS_COOKIE)
-def login(call: Call[auth.LoginRequest]) -> auth.TokenResponse | Reply:
+def login(call: Call[auth.LoginRequest]) -> Reply:
     """Exchange e-mail and password for tokens
 
     With `X-Orochi-Session: cookie` the refresh token is set in the `orochi_refresh` cookie instead of the body.
@@ -33,7 +33,7 @@ def login(call: Call[auth.LoginRequest]) -> auth.TokenResponse | Reply:
 @router.route("POST", "/v1/auth/refresh", auth="none", body=auth.RefreshRequest, response=auth.TokenResponse,
               errors=(401, 403), headers=(HEADER,), body_optional_with=HEADER, response_headers=SETS_COOKIE,
               error_descriptions={403: ORIGIN_NOT_ALLOWED})
-def refresh(call: Call[Any]) -> auth.TokenResponse | Reply:
+def refresh(call: Call[Any]) -> Reply:
     """Rotate a refresh token
 
     The refresh token is the body's, or with `X-Orochi-Session: cookie` the `orochi_refresh` cookie's (the body
