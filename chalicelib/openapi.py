@@ -11,7 +11,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from chalicelib.catalog import document_bounds
 from chalicelib.ratelimits import WINDOW
 from chalicelib.settings import Settings
-from chalicelib.shapes import HEADER_PATTERNS, Out
+from chalicelib.shapes import HEADER_DESCRIPTIONS, HEADER_PATTERNS, Out
 from chalicelib.web import Operation, Router
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
@@ -19,6 +19,7 @@ _STATUS_TEXT = {
     200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Invalid request", 401: "Not authenticated",
     403: "Not allowed for this role", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
     412: "Precondition failed", 413: "Body too large", 422: "Unprocessable", 429: "Too many requests",
+    503: "Over capacity right now (the database throttled the request): retry after Retry-After seconds",
 }
 _SECURITY = {"user": "bearerAuth", "agent": "agentToken"}
 # What a rate-limited route's answers carry (chalicelib/ratelimits.py): always on a success and on its 429, and on
@@ -82,8 +83,12 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         "parameters": [*_path_parameters(op.path), *_query_parameters(op.query), *_header_parameters(op.headers)],
         "responses": _responses(op, refs),
     }
+    if op.description:
+        spec["description"] = op.description
     if op.body is not None:
         spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[op.body]}}}
+        if op.body_optional_with is not None:
+            spec["requestBody"]["description"] = f"With the `{op.body_optional_with}` header it may be empty or `{{}}`."
     spec["security"] = [{_SECURITY[op.auth]: []}] if op.auth in _SECURITY else []
     if op.permission is not None:
         spec["x-permission"] = op.permission
@@ -113,8 +118,14 @@ def _present(prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def _header_parameters(headers: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "header", "required": False, "schema": {"type": "string", "pattern": HEADER_PATTERNS[name]}}
-            for name in headers]
+    parameters: list[dict[str, Any]] = []
+    for name in headers:
+        parameter = {"name": name, "in": "header", "required": False,
+                     "schema": {"type": "string", "pattern": HEADER_PATTERNS[name]}}
+        if name in HEADER_DESCRIPTIONS:
+            parameter["description"] = HEADER_DESCRIPTIONS[name]
+        parameters.append(parameter)
+    return parameters
 
 
 def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
@@ -127,14 +138,17 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         success["content"] = {op.produces.split(";")[0]: {"schema": {"type": "string"}}}
     if op.rate_limit != "none":
         success["headers"] = {**request_id, **_rate_limit_headers(required=True)}
+    success["headers"] = {**success["headers"], **{
+        name: {"required": False, "schema": {"type": "string"}, "description": description}
+        for name, description in op.response_headers.items()}}
     responses = {str(op.status): success}
-    codes = {400, 413} | ({401} if op.auth != "none" else set()) | ({429} if op.rate_limit != "none" else set())
+    codes = {400, 413, 503} | ({401} if op.auth != "none" else set()) | ({429} if op.rate_limit != "none" else set())
     for code in sorted(codes | set(op.errors)):
-        headers = {**request_id, **({"Retry-After": {"schema": {"type": "string"}}} if code == 429 else {})}
+        headers = {**request_id, **({"Retry-After": {"schema": {"type": "string"}}} if code in (429, 503) else {})}
         if op.rate_limit != "none":
             headers.update(_rate_limit_headers(required=code == 429))
         responses[str(code)] = {
-            "description": _STATUS_TEXT[code], "headers": headers,
+            "description": op.error_descriptions.get(code, _STATUS_TEXT[code]), "headers": headers,
             "content": {"application/json": {"schema": refs[Error]}},
         }
     return responses
