@@ -1,0 +1,54 @@
+import createClient, { type Client } from 'openapi-fetch'
+import { ApiError } from './errors'
+import type { paths } from './schema.gen'
+
+export type Api = Client<paths>
+
+type Bearer = {
+  /** The access token to send, if any. */
+  token: () => string | null
+  /** Called on a 401 to a request that carried a token: true when a new token was obtained (the request is then sent once more). */
+  renew: () => Promise<boolean>
+}
+
+/** The typed client of the control plane's API (paths and bodies from the generated OpenAPI types). */
+export function createApi({ baseUrl, fetch = globalThis.fetch, bearer }: { baseUrl: string; fetch?: typeof globalThis.fetch; bearer: Bearer }): Api {
+  const client = createClient<paths>({ baseUrl, fetch: (request) => fetch(request) })
+  const spares = new WeakMap<Request, Request>()
+  client.use({
+    onRequest({ request }) {
+      const token = bearer.token()
+      if (token && !request.headers.has('Authorization')) {
+        request.headers.set('Authorization', `Bearer ${token}`)
+        spares.set(request, request.clone())
+      }
+      return request
+    },
+    async onResponse({ request, response }) {
+      const spare = spares.get(request)
+      spares.delete(request)
+      if (response.status !== 401 || !spare || !(await bearer.renew())) return response
+      spare.headers.set('Authorization', `Bearer ${bearer.token()}`)
+      return fetch(spare)
+    },
+  })
+  return client
+}
+
+type Answer<T> = { data?: T; error?: unknown; response: Response }
+
+/** The answer's data, or an ApiError from the documented error shape (status 0 when the API could not be reached). */
+export async function call<T>(request: Promise<Answer<T>>): Promise<{ data: T; response: Response }> {
+  let answer: Answer<T>
+  try {
+    answer = await request
+  } catch (cause) {
+    throw ApiError.network(cause)
+  }
+  if (answer.error !== undefined || !answer.response.ok) throw ApiError.fromResponse(answer.response, answer.error)
+  return { data: answer.data as T, response: answer.response }
+}
+
+export async function data<T>(request: Promise<Answer<T>>): Promise<T> {
+  return (await call(request)).data
+}
