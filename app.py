@@ -10,7 +10,7 @@ from typing import Any
 
 from chalice.app import Chalice, Rate
 
-from chalicelib import agents, auth, autoscaler, cors, lifecycle, logs, orgs, web
+from chalicelib import agents, auth, autoscaler, cors, lifecycle, logs, orgs, telemetry, web
 from chalicelib.routes import ROUTERS
 from chalicelib.settings import get_settings
 from chalicelib.store import table
@@ -34,6 +34,7 @@ gc.enable()
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="reaper")
 def reap(event: Any) -> None:
     lifecycle.sweep(settings)
+    telemetry.agent_heartbeats(settings)
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="autoscaler")

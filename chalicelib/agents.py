@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from chalicelib import autoscaler, catalog, crypto, errors, pages, storage_tiers
+from chalicelib import autoscaler, catalog, crypto, errors, metric_series, pages, storage_tiers
 from chalicelib.clock import now
 from chalicelib.clusters import DATABASE, DATABASE_OWNER, database_password
 from chalicelib.principal import Principal
@@ -198,7 +198,7 @@ def desired_state(settings: Settings, agent: Principal, cluster_id: str) -> Desi
 
 
 def ingest_metrics(settings: Settings, agent: Principal, batch: MetricsBatch) -> MetricsAccepted:
-    """Store samples of the region's clusters with a TTL; a sample of any other cluster refuses the batch.
+    """Fold samples of the region's clusters into their metric rollups; a sample of any other cluster refuses the batch.
 
     The samples of autoscaled clusters also move their autoscaling state (see `autoscaler.observe`).
     """
@@ -213,6 +213,6 @@ def ingest_metrics(settings: Settings, agent: Principal, batch: MetricsBatch) ->
             raise errors.Invalid("sample time out of range", details=[{
                 "field": f"samples.{index}.at", "message": "must be within the retention window and not in the future"}])
     samples = [cluster_records.Sample(s.cluster_id, s.at, s.values.model_dump(exclude_none=True)) for s in batch.samples]
-    cluster_records.put_metrics(samples, retention=settings.metrics_retention)
+    metric_series.record(samples, at=at)
     autoscaler.observe(settings, clusters, samples)
     return MetricsAccepted(accepted=len(batch.samples))

@@ -10,9 +10,10 @@ from urllib.parse import quote
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
-from chalicelib import catalog, crypto, errors, lifecycle, pages, storage_tiers
+from chalicelib import catalog, crypto, errors, lifecycle, metric_series, pages, storage_tiers
 from chalicelib.autoscaling import AutoscalingPolicy, stored_policy
 from chalicelib.clock import now
+from chalicelib.metric_series import WindowName
 from chalicelib.orgs import require
 from chalicelib.settings import Settings
 from chalicelib.shapes import JSON_INTEGER, Body, ListQuery, Out, Page, Query
@@ -104,10 +105,9 @@ class ClusterListQuery(ListQuery):
 
 
 class MetricsQuery(Query):
-    """The newest `limit` samples of the window (not paged: ask for a shorter window to see older ones)."""
+    """Which window of series to read: the last hour (the default), day or week."""
 
-    limit: int = Field(default=50, ge=1, le=100)
-    window_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    window: WindowName = "1h"
 
 
 class EndpointOut(Out):
@@ -163,11 +163,6 @@ class CredentialsOut(Out):
     username: str
     password: str
     uri: str
-
-
-class MetricsSampleOut(Out):
-    at: int
-    values: dict[str, int | float]
 
 
 def mutation_out(change: lifecycle.Change) -> MutationOut:
@@ -361,7 +356,5 @@ def credentials(settings: Settings, member: Member, cluster_id: str, *,
     )
 
 
-def metrics(member: Member, cluster_id: str, query: MetricsQuery) -> Page[MetricsSampleOut]:
-    load(member.org_id, cluster_id)
-    samples = cluster_records.metrics_of(cluster_id, since=now() - query.window_seconds, limit=query.limit)
-    return Page[MetricsSampleOut](items=[MetricsSampleOut(at=s.at, values=s.values) for s in samples])
+def metrics(member: Member, cluster_id: str, query: MetricsQuery) -> metric_series.SeriesOut:
+    return metric_series.series(load(member.org_id, cluster_id), metric_series.WINDOWS[query.window], at=now())

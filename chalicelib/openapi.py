@@ -123,6 +123,8 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     success: dict[str, Any] = {"description": _STATUS_TEXT[op.status], "headers": request_id}
     if op.response is not None:
         success["content"] = {"application/json": {"schema": refs[op.response]}}
+    elif op.produces is not None:
+        success["content"] = {op.produces.split(";")[0]: {"schema": {"type": "string"}}}
     if op.rate_limit != "none":
         success["headers"] = {**request_id, **_rate_limit_headers(required=True)}
     responses = {str(op.status): success}

@@ -16,6 +16,7 @@ DEFAULT_POSTGRES_IMAGES = (
     "18=ghcr.io/cloudnative-pg/postgresql:18.0"
 )
 MIN_JWT_SECRET_BYTES = 32
+MIN_SCRAPE_TOKEN_BYTES = 24
 ENCRYPTION_KEY_BYTES = 32
 
 
@@ -59,6 +60,7 @@ class Settings:
     tombstone_retention: int
     autoscale_max_sample_gap: int
     autoscale_trend_window: int
+    metrics_token: str | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -98,6 +100,7 @@ class Settings:
             tombstone_retention=reader.seconds("TOMBSTONE_RETENTION_SECONDS", 30 * 86400),
             autoscale_max_sample_gap=reader.seconds("AUTOSCALE_MAX_SAMPLE_GAP_SECONDS", 90),
             autoscale_trend_window=reader.integer("AUTOSCALE_TREND_WINDOW_SECONDS", 3600, minimum=600),
+            metrics_token=reader.scrape_token("METRICS_TOKEN"),
         )
         if settings.refresh_idle_ttl > settings.refresh_absolute_ttl:
             raise SettingsError("REFRESH_IDLE_TTL_SECONDS must not exceed REFRESH_ABSOLUTE_TTL_SECONDS")
@@ -161,6 +164,13 @@ class _Reader:
                 "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
         return secret
+
+    def scrape_token(self, name: str) -> str | None:
+        """The bearer token that GET /metrics answers to; None (unset) keeps that route closed."""
+        token = self._env.get(name, "").strip()
+        if token and len(token) < MIN_SCRAPE_TOKEN_BYTES:
+            raise SettingsError(f"{name} must be at least {MIN_SCRAPE_TOKEN_BYTES} characters when set (got {len(token)})")
+        return token or None
 
     def origins(self, name: str) -> tuple[str, ...]:
         origins = tuple(o.strip().rstrip("/") for o in self._env.get(name, "").split(",") if o.strip())

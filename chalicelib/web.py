@@ -20,11 +20,11 @@ from chalice.app import Blueprint, Response
 from chalice.app import Request
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import errors, idempotency, ratelimits
+from chalicelib import errors, idempotency, ratelimits, telemetry
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings, get_settings
 from chalicelib.shapes import HEADER_PATTERNS
-from chalicelib.store.table import request_scope
+from chalicelib.store.table import counting_calls, request_scope
 
 if TYPE_CHECKING:
     from chalicelib.store.org_records import Member
@@ -74,9 +74,12 @@ class Call(Generic[B]):
 
 @dataclass
 class Reply:
-    """A handler's answer when it needs a status or headers other than the route's defaults."""
+    """A handler's answer when it needs a status or headers other than the route's defaults.
 
-    body: BaseModel | dict[str, Any] | None
+    A `str` body is sent as it is, in the content type the route `produces`.
+    """
+
+    body: BaseModel | dict[str, Any] | str | None
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -98,6 +101,7 @@ class Operation:
     idempotent: bool
     permission: str | None
     rate_limit: RateLimit
+    produces: str | None = None  # the content type of a success that is not JSON (its body is text)
 
 
 Authenticator = Callable[[Settings, str, dict[str, str]], Principal]
@@ -143,6 +147,7 @@ class Router:
         idempotent: bool = False,
         permission: str | None = None,
         rate_limit: RateLimit | None = None,
+        produces: str | None = None,
     ) -> Callable[[Callable[[Call[Any]], Any]], Callable[[Call[Any]], Any]]:
         def declare(handler: Callable[[Call[Any]], Any]) -> Callable[[Call[Any]], Any]:
             operation = Operation(
@@ -151,6 +156,7 @@ class Router:
                 body=body, query=query, response=response, errors=errors,
                 headers=(*headers, "Idempotency-Key") if idempotent else headers, idempotent=idempotent,
                 permission=permission, rate_limit=rate_limit or ("none" if auth == "none" else "principal"),
+                produces=produces,
             )
             self.operations.append(operation)
 
@@ -179,6 +185,8 @@ def _serve_in_scope(operation: Operation, request: Request, params: dict[str, st
     try:
         settings = get_settings()
         principal = _authenticate(operation.auth, settings, request, params)
+        if principal is not None and principal.kind == "agent":
+            _local.region = principal.region
         source_ip = (request.context.get("identity") or {}).get("sourceIp", "")
         if operation.rate_limit != "none":
             quota = ratelimits.take(settings, principal=principal if operation.rate_limit == "principal" else None,
@@ -215,7 +223,8 @@ def _serve_in_scope(operation: Operation, request: Request, params: dict[str, st
 def _answer(operation: Operation, call: Call[Any]) -> idempotency.Answer:
     result = operation.handler(call)
     reply = result if isinstance(result, Reply) else Reply(result)
-    return idempotency.Answer(status=reply.status or operation.status, body=_dump(reply.body), headers=reply.headers)
+    headers = {"Content-Type": operation.produces, **reply.headers} if operation.produces else reply.headers
+    return idempotency.Answer(status=reply.status or operation.status, body=_dump(reply.body), headers=headers)
 
 
 def _raw_body(request: Request) -> bytes:
@@ -277,9 +286,11 @@ def validation_details(error: ValidationError) -> list[dict[str, Any]]:
     return details
 
 
-def _dump(body: BaseModel | dict[str, Any] | None) -> str:
+def _dump(body: BaseModel | dict[str, Any] | str | None) -> str:
     if body is None:
         return ""
+    if isinstance(body, str):
+        return body
     payload = body.model_dump(mode="json", exclude_none=True) if isinstance(body, BaseModel) else body
     return json.dumps(payload, separators=(",", ":"))
 
@@ -301,20 +312,34 @@ def current_request_id() -> str:
 
 
 def envelope(event: Request, get_response: Callable[[Request], Response]) -> Response:
-    """Middleware around every request: request id, body limit, documented error shape, access log."""
+    """Middleware around every request: request id, body limit, documented error shape, access log, EMF figures.
+
+    The access log line and the figures name the route by its declared path (never the raw path, a query string,
+    a header or a body): request id, method, route, status, latency, DynamoDB calls, the organization in the path
+    and an agent's region.
+    """
     started = time.perf_counter()
     supplied = event.headers.get("x-request-id", "")
     _local.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
-    if len(event.raw_body or b"") > MAX_BODY_BYTES:
-        response = error_response(errors.PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes"))
-    else:
-        response = _normalize(get_response(event))
+    _local.region = None
+    with counting_calls() as calls:
+        if len(event.raw_body or b"") > MAX_BODY_BYTES:
+            response = error_response(errors.PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes"))
+        else:
+            response = _normalize(get_response(event))
     response.headers["X-Request-ID"] = _local.request_id
-    log.info(
-        "request",
-        extra={"method": event.method, "path": event.path, "status": response.status_code,
-               "ms": round((time.perf_counter() - started) * 1000, 1), "request_id": _local.request_id},
-    )
+    latency_ms = round((time.perf_counter() - started) * 1000, 1)
+    route = str((event.context or {}).get("resourcePath") or "unmatched")
+    fields: dict[str, Any] = {"request_id": _local.request_id, "method": event.method, "route": route,
+                              "status": response.status_code, "latency_ms": latency_ms, "dynamodb_calls": calls.made}
+    org_id = (event.uri_params or {}).get("org_id")
+    if org_id is not None:
+        fields["org_id"] = org_id
+    if _local.region is not None:
+        fields["region"] = _local.region
+    log.info("request", extra=fields)
+    telemetry.request(route=route, method=event.method, status=response.status_code, latency_ms=latency_ms,
+                      dynamodb_calls=calls.made)
     return response
 
 

@@ -184,6 +184,23 @@ def raw_key(key: tuple[str, str]) -> dict[str, Any]:
 
 
 PORT_ATTEMPTS = 3
+# Every secret the helpers see (any JSON field so named, sent or answered, and agent tokens), for the tests' check
+# that none reaches a log (tests/conftest.py, tests/test_log_secrets.py).
+SECRET_FIELDS = {"password", "access_token", "refresh_token", "token", "invitation_token", "secret_access_key"}
+SECRETS: set[str] = {JWT_SECRET, ENCRYPTION_KEY.partition(":")[2]}
+
+
+def remember_secrets(payload: Any) -> None:
+    """Remember the value of every field named like a secret in `payload` (JSON: dicts, lists, values)."""
+    if isinstance(payload, dict):
+        for key, value in payload.items():
+            if key in SECRET_FIELDS and isinstance(value, str) and len(value.strip()) >= 8:  # blank: nothing to find
+                SECRETS.add(value)
+            else:
+                remember_secrets(value)
+    elif isinstance(payload, list):
+        for value in payload:
+            remember_secrets(value)
 
 
 class Stack:
@@ -240,7 +257,14 @@ class Stack:
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
-        return self.http.request(method, self.url + path, json=json, data=data, headers=all_headers, timeout=60)
+        remember_secrets(json)
+        response = self.http.request(method, self.url + path, json=json, data=data, headers=all_headers, timeout=60)
+        if response.headers.get("Content-Type", "").startswith("application/json") and response.content:
+            try:
+                remember_secrets(response.json())
+            except ValueError:
+                pass
+        return response
 
     def expect(self, status: int, method: str, path: str, **kwargs: Any) -> Any:
         """`call(...)`'s parsed body, asserting its status."""
@@ -354,7 +378,9 @@ class Stack:
         """A new agent token of `region` from the operator command: the id ends its first line, the token its output."""
         done = self.admin("agent-token", "create", "--region", region)
         assert done.returncode == 0, done.stderr
-        return AgentToken(id=done.stdout.splitlines()[0].split()[-1], token=done.stdout.split()[-1])
+        created = AgentToken(id=done.stdout.splitlines()[0].split()[-1], token=done.stdout.split()[-1])
+        SECRETS.update({created.token, created.token.partition(".")[2]})
+        return created
 
     def agent(self, region: str = "nyc1") -> str:
         """The bearer token of this stack's agent of `region`, created on first use and never revoked."""

@@ -72,7 +72,7 @@ def main() -> None:
     children += [process for _, _, process in local_agents]
     agent_lines = "".join(f"\n    {region}: health http://127.0.0.1:{port}/readyz" for region, port, _ in local_agents)
     print(f"\nOrochi DB is up.\n  API:       {api_url}  (try GET /health, /openapi.json)\n"
-          f"  DynamoDB and SQS (moto): {env['AWS_ENDPOINT_URL']}\n  Scheduled functions: running (reaper every minute)\n"
+          f"  DynamoDB and SQS (moto): {env['AWS_ENDPOINT_URL']}\n  Scheduled functions: the reaper and the autoscaler, every minute\n"
           f"  Local agents (real PostgreSQL servers):{agent_lines}\n"
           "Press Ctrl-C to stop.", flush=True)
     while all(child.poll() is None for child in children):

@@ -46,6 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     functions = [f for f in scheduled_functions() if not args.only or f[0] in args.only]
     due = {name: time.monotonic() + (0 if args.once else period) for name, period, _ in functions}
+    if not args.once:
+        print("scheduler: " + ", ".join(f"{name} every {period:g} s" for name, period, _ in functions), flush=True)
     while True:
         for name, period, handler in functions:
             if time.monotonic() >= due[name]:

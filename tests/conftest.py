@@ -10,6 +10,11 @@ share: users and invitations, clusters, agent tokens and status reports, and dir
 from __future__ import annotations
 
 import http.client
+from pathlib import Path
+import tempfile
+import shutil
+import re
+import os
 import json
 import threading
 import time
@@ -21,6 +26,7 @@ import pytest
 
 from devstack.harness import (  # noqa: F401  (the test modules import these from here)
     JWT_SECRET,
+    SECRETS,
     ROOT,
     Account,
     Stack,
@@ -31,6 +37,7 @@ from devstack.harness import (  # noqa: F401  (the test modules import these fro
     environment,
     moto_server,
     raw_key,
+    remember_secrets,
     until,
     with_table,
 )
@@ -61,7 +68,10 @@ def send_together(stack: Stack, method: str, path: str, bodies: list[Any], *, to
         connection.request(method, path, body=payload, headers=all_headers)
         response = connection.getresponse()
         raw = response.read()
-        return response.status, json.loads(raw) if raw else None
+        answer = json.loads(raw) if raw else None
+        remember_secrets(body)
+        remember_secrets(answer)
+        return response.status, answer
 
     try:
         with ThreadPoolExecutor(len(bodies)) as pool:
@@ -89,7 +99,7 @@ def stack_env(moto_endpoint: str) -> dict[str, str]:
 
 def new_stack(stack_env: dict[str, str], *, own_clock: bool = False, **overrides: str) -> Stack:
     """An API process on a fresh table and fresh queues, with `overrides` on top of the test settings."""
-    return Stack(with_table(stack_env, **overrides), own_clock=own_clock)
+    return Stack(with_table(stack_env, **overrides), folder=log_dir(), own_clock=own_clock)
 
 
 @pytest.fixture
@@ -154,3 +164,60 @@ def testbed() -> Iterator[Any]:
         pytest.fail(f"building the Kubernetes test bed failed:\n{e}", pytrace=False)
     with Testbed(binaries) as bed:
         yield bed
+
+
+# --- no secret in the logs ----------------------------------------------------------------------------------------
+# The API processes of the test stacks log to files in one directory per run, shared by the xdist workers. Every
+# secret the helpers see is remembered (devstack.harness.SECRETS); each process writes its set there when its session
+# ends, and the run's last process to finish (the xdist controller, or pytest alone) fails the run if any log holds
+# any of them. tests/test_log_secrets.py checks one stack's log on its own and shows the check can fail.
+LOG_DIR = "OROCHI_TEST_LOG_DIR"
+_WORD = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def log_dir() -> Path:
+    return Path(os.environ[LOG_DIR])
+
+
+def leaked_secrets(logs: list[Path], secrets: set[str]) -> dict[str, int]:
+    """Each log file that holds any of `secrets`, with how many of them it holds.
+
+    Thousands of secrets over megabytes of logs: a secret made of token characters (`[A-Za-z0-9_-]`, parts joined
+    by dots as in a JWT or an agent token) is looked up as whole words of the log (each part a word, delimited by
+    any other character); any other secret (a password with spaces, an S3 key with slashes) is searched for as is.
+    """
+    words_only = {s for s in secrets if all(_WORD.fullmatch(part) for part in s.split("."))}
+    others = secrets - words_only
+    found = {}
+    for path in logs:
+        text = path.read_text(errors="replace")
+        words = set(_WORD.findall(text))
+        hit = sum(1 for s in words_only if all(part in words for part in s.split(".")))
+        hit += sum(1 for s in others if s in text)
+        if hit:
+            found[path.name] = hit
+    return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if LOG_DIR not in os.environ:  # the first process of the run; xdist's workers inherit the directory
+        os.environ[LOG_DIR] = tempfile.mkdtemp(prefix="orochi-test-logs-")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    (log_dir() / f"secrets-{worker}.json").write_text(json.dumps(sorted(SECRETS)))
+    if hasattr(session.config, "workerinput"):
+        return  # a worker: the controller checks once every worker has written its secrets
+    secrets = {s for path in log_dir().glob("secrets-*.json") for s in json.loads(path.read_text())}
+    logs = sorted(log_dir().glob("*.log"))
+    leaks = leaked_secrets(logs, secrets)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if reporter is not None:
+            reporter.write_line(f"SECRETS IN THE LOGS ({log_dir()}): {leaks}", red=True)
+    elif reporter is not None:
+        reporter.write_line(f"no secret in the logs: {len(secrets)} secrets, {len(logs)} API logs")
+    if not leaks and session.exitstatus == 0:
+        shutil.rmtree(log_dir(), ignore_errors=True)  # kept only when something failed, to read

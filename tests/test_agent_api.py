@@ -183,7 +183,13 @@ def test_unknown_cluster_is_not_found_for_the_agent(stack: Stack) -> None:
     assert response.json()["error"]["code"] == "not_found"
 
 
-def test_metrics_batch_is_stored_with_a_retention_ttl_and_shown_to_users(stack: Stack, owner: Account) -> None:
+def rollup(stack: Stack, cluster_id: str, at: int, bucket: int = 60) -> dict[str, Any] | None:
+    """The stored rollup of the cluster's `bucket`-second bucket that `at` falls in."""
+    return stack.raw_item(keys.metric_rollup(cluster_id, bucket, at - at % bucket))
+
+
+def test_metrics_batch_folds_into_rollups_that_expire_with_their_window_and_are_shown_to_users(
+        stack: Stack, owner: Account) -> None:
     cluster = stack.create_cluster(owner, region="nyc1")["cluster"]
     at = stack.now()
     samples = [
@@ -195,13 +201,18 @@ def test_metrics_batch_is_stored_with_a_retention_ttl_and_shown_to_users(stack: 
     assert response.json() == {"accepted": 2}
 
     for sample in samples:
-        item = stack.raw_item(keys.metrics_sample(cluster["id"], sample["at"]))
-        assert item is not None
-        assert int(item["expires_ttl"]["N"]) == sample["at"] + RETENTION_DEFAULT
+        for bucket, window in ((60, 3600), (900, 86400), (3600, 7 * 86400)):
+            item = rollup(stack, cluster["id"], sample["at"], bucket)
+            assert item is not None, (sample, bucket)
+            start = sample["at"] - sample["at"] % bucket
+            assert int(item["expires_ttl"]["N"]) == start + window + bucket
+    assert stack.raw_item(("METRICS#" + cluster["id"], f"{samples[0]['at']:010d}")) is None  # raw samples: not kept
 
     shown = stack.call("GET", cluster_path(owner.org_id, cluster["id"]) + "/metrics", token=owner.access_token)
     assert shown.status_code == 200, shown.text
-    assert shown.json()["items"] == [{"at": s["at"], "values": s["values"]} for s in reversed(samples)]
+    assert shown.json()["latest"] == {"at": samples[1]["at"], "values": samples[1]["values"]}
+    cpu = {p["start"]: p["cpu_percent"]["max"] for p in shown.json()["points"] if p["cpu_percent"]["max"] is not None}
+    assert cpu == {s["at"] - s["at"] % 60: s["values"]["cpu_percent"] for s in samples}
 
 
 def test_metrics_batch_with_connection_limit_and_database_size_is_shown_to_users(stack: Stack, owner: Account) -> None:
@@ -214,9 +225,11 @@ def test_metrics_batch_with_connection_limit_and_database_size_is_shown_to_users
 
     shown = stack.call("GET", cluster_path(owner.org_id, cluster["id"]) + "/metrics", token=owner.access_token)
     assert shown.status_code == 200, shown.text
-    assert shown.json()["items"] == [{"at": at, "values": values}]
-    shown_types = {name: type(value) for name, value in shown.json()["items"][0]["values"].items()}
-    assert shown_types == {"connections": int, "max_connections": int, "database_size_gb": float}
+    assert shown.json()["latest"] == {"at": at, "values": {**values, "connections_percent": 40.0}}
+    shown_types = {name: type(value) for name, value in shown.json()["latest"]["values"].items()}
+    assert shown_types == {"connections": int, "max_connections": int, "database_size_gb": float,
+                           "connections_percent": float}
+    assert shown.json()["max_connections"] == 100
 
 
 def test_metrics_values_out_of_range_are_refused_naming_the_field(stack: Stack, owner: Account) -> None:
@@ -228,7 +241,7 @@ def test_metrics_values_out_of_range_are_refused_naming_the_field(stack: Stack, 
             {"cluster_id": cluster["id"], "at": at, "values": values}]})
         assert response.status_code == 400, (values, response.text)
         assert [d["field"] for d in response.json()["error"]["details"]] == [f"samples.0.values.{field}"]
-    assert stack.raw_item(keys.metrics_sample(cluster["id"], at)) is None
+    assert rollup(stack, cluster["id"], at) is None
 
 
 def test_metrics_batch_naming_another_region_cluster_stores_nothing(stack: Stack, owner: Account) -> None:
@@ -242,11 +255,11 @@ def test_metrics_batch_naming_another_region_cluster_stores_nothing(stack: Stack
     assert response.status_code == 404, response.text
     assert response.json()["error"]["details"][0]["field"] == "samples.1.cluster_id"
 
-    assert stack.raw_item(keys.metrics_sample(mine["id"], at)) is None
-    assert stack.raw_item(keys.metrics_sample(foreign["id"], at)) is None
+    assert rollup(stack, mine["id"], at) is None
+    assert rollup(stack, foreign["id"], at) is None
     for cluster in (mine, foreign):
         shown = stack.call("GET", cluster_path(owner.org_id, cluster["id"]) + "/metrics", token=owner.access_token)
-        assert shown.json()["items"] == []
+        assert shown.status_code == 200 and "latest" not in shown.json(), shown.text
 
 
 def test_metrics_sample_outside_the_retention_window_is_refused(stack: Stack, owner: Account) -> None:
@@ -255,7 +268,7 @@ def test_metrics_sample_outside_the_retention_window_is_refused(stack: Stack, ow
         response = stack.call("POST", "/v1/agent/metrics", token=stack.agent("nyc1"), json={"samples": [
             {"cluster_id": cluster["id"], "at": at, "values": {"cpu_percent": 1.0}}]})
         assert response.status_code == 400, response.text
-        assert stack.raw_item(keys.metrics_sample(cluster["id"], at)) is None
+        assert rollup(stack, cluster["id"], at) is None
 
 
 def test_metrics_for_a_deleted_cluster_are_refused(stack: Stack, owner: Account) -> None:
@@ -268,7 +281,7 @@ def test_metrics_for_a_deleted_cluster_are_refused(stack: Stack, owner: Account)
     response = stack.call("POST", "/v1/agent/metrics", token=stack.agent("nyc1"), json={"samples": [
         {"cluster_id": cluster_id, "at": at, "values": {"cpu_percent": 5.0}}]})
     assert response.status_code == 404, response.text
-    assert stack.raw_item(keys.metrics_sample(cluster_id, at)) is None
+    assert rollup(stack, cluster_id, at) is None
 
 
 def _agent_routes(cluster_id: str) -> list[tuple[str, str, Any]]:

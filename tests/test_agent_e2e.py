@@ -122,8 +122,8 @@ def test_metrics_of_the_real_servers_reach_the_user_and_the_agent_heartbeats(sys
             response = stack.call("GET", cluster_path(owner.org_id, cluster_id) + "/metrics",
                                   token=owner.access_token)
             assert response.status_code == 200, response.text
-            return next((s["values"] for s in response.json()["items"] if s["values"].get("connections", 0) >= 3),
-                        None)
+            latest = response.json().get("latest")
+            return latest["values"] if latest and latest["values"].get("connections", 0) >= 3 else None
 
         values = until(sample_with_connections, what="a metrics sample counting the open connections")
     finally:

@@ -32,10 +32,11 @@ def fire_autoscaler(stack: Stack) -> None:
 
 
 def newest_sample(stack: Stack, owner: Account, cluster_id: str) -> dict[str, Any] | None:
-    response = stack.call("GET", cluster_path(owner.org_id, cluster_id) + "/metrics?limit=1", token=owner.access_token)
+    """The newest sample of the last hour (`{at, values}`), as the metrics series show it."""
+    response = stack.call("GET", cluster_path(owner.org_id, cluster_id) + "/metrics", token=owner.access_token)
     assert response.status_code == 200, response.text
-    items = response.json()["items"]
-    return dict(items[0]) if items else None
+    latest = response.json().get("latest")
+    return dict(latest) if latest else None
 
 
 def sample_after(stack: Stack, owner: Account, cluster_id: str, at: int) -> dict[str, Any]:

@@ -116,7 +116,7 @@ def test_cluster_route_answers_each_role_as_the_matrix_says(stack: Stack, team: 
     elif route == "get operation":
         assert answer["id"] == team.operation["id"]
     elif route == "get metrics":
-        assert [s["values"] for s in answer["items"]] == [{"cpu_percent": 12.5}]
+        assert answer["latest"]["values"] == {"cpu_percent": 12.5}
     elif route == "get credentials":
         assert (answer["host"], answer["port"]) == ("subject.example", 5432) and answer["password"]
     else:

@@ -167,7 +167,8 @@ def test_every_function_starts_with_the_table_queues_and_secrets(template):
         queue_url_template = substitute(variables["JOB_QUEUE_URL_TEMPLATE"])
         # What CloudFormation resolves, with the secrets standing in for their values: the app must start.
         variables.update(TABLE_NAME="stack-ControlPlaneTable-ABC", JOB_QUEUE_URL_TEMPLATE=queue_url_template,
-                         JWT_SECRET="s" * 48, ENCRYPTION_KEY="k1:" + "A" * 43 + "=")
+                         JWT_SECRET="s" * 48, ENCRYPTION_KEY="k1:" + "A" * 43 + "=",
+                         **({"METRICS_TOKEN": "m" * 32} if "METRICS_TOKEN" in variables else {}))
         assert all(isinstance(v, str) for v in variables.values()), f"{name}: unresolved {variables}"
         settings = Settings.from_env(variables)
         for region in settings.region_slugs:
@@ -338,17 +339,57 @@ def test_each_regions_agent_may_work_its_own_job_queue_and_nothing_else(template
         assert {a for s in statements for a in as_list(s["Action"])} == agent_queue_actions()
 
 
+def alarms_on(template: dict[str, Any], namespace: str, metric: str) -> list[dict[str, Any]]:
+    return [a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()
+            if (a["Properties"]["Namespace"], a["Properties"]["MetricName"]) == (namespace, metric)]
+
+
+def test_every_alarm_is_one_of_the_known_kinds(template):
+    known = {("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("Orochi/ControlPlane", "AgentHeartbeatAge"),
+             ("AWS/ApiGateway", "5XXError")}
+    for name, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
+        assert (alarm["Properties"]["Namespace"], alarm["Properties"]["MetricName"]) in known, name
+
+
 def test_each_dead_letter_queue_raises_an_alarm_on_its_first_message(template):
     dead = {name for name, q in resources(template, "AWS::SQS::Queue").items()
             if q["Properties"]["QueueName"].endswith("-dlq.fifo")}
     watched = set()
-    for alarm in resources(template, "AWS::CloudWatch::Alarm").values():
-        properties = alarm["Properties"]
-        assert (properties["Namespace"], properties["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    for properties in alarms_on(template, "AWS/SQS", "ApproximateNumberOfMessagesVisible"):
         assert properties["Threshold"] == 1 and properties["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
         (dimension,) = properties["Dimensions"]
         watched.add(dimension["Value"]["Fn::GetAtt"][0])
     assert watched == dead
+
+
+def test_each_region_alarms_when_its_agents_heartbeat_is_older_than_three_minutes_or_missing(template):
+    """The sweep emits AgentHeartbeatAge per region every minute (chalicelib/telemetry.py); no figure is a breach."""
+    from chalicelib import telemetry
+
+    alarms = alarms_on(template, telemetry.NAMESPACE, "AgentHeartbeatAge")
+    assert sorted(d["Value"] for a in alarms for d in a["Dimensions"]) == sorted(regions(template))
+    for alarm in alarms:
+        assert [d["Name"] for d in alarm["Dimensions"]] == ["region"]
+        assert (alarm["Statistic"], alarm["Period"], alarm["Threshold"]) == ("Maximum", 60, 180)
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["TreatMissingData"] == "breaching"
+
+
+def test_the_apis_5xx_rate_raises_an_alarm(template):
+    (alarm,) = alarms_on(template, "AWS/ApiGateway", "5XXError")
+    (api,) = resources(template, "AWS::Serverless::Api").values()
+    dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    assert dimensions == {"ApiName": api["Properties"]["DefinitionBody"]["info"]["title"],
+                          "Stage": api["Properties"]["StageName"]}
+    assert alarm["Statistic"] == "Average" and 0 < alarm["Threshold"] < 1  # the share of answers that were 5xx
+
+
+def test_only_the_api_knows_the_scrape_token(template):
+    for function in resources(template, "AWS::Serverless::Function").values():
+        variables = function["Properties"]["Environment"]["Variables"]
+        if function["Properties"]["Handler"] == "app.app":
+            assert variables["METRICS_TOKEN"].startswith("{{resolve:secretsmanager:")
+        else:
+            assert "METRICS_TOKEN" not in variables
 
 
 def test_an_idempotency_claim_in_progress_expires_with_the_function_timeout(template):

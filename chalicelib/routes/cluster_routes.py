@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import catalog, clusters, lifecycle
+from chalicelib import catalog, clusters, lifecycle, metric_series
 from chalicelib.shapes import ListQuery, Page
 from chalicelib.web import Call, Reply, Router, current_request_id
 
@@ -85,8 +85,8 @@ def get_credentials(call: Call[Any]) -> Reply:
     return Reply(credentials, headers=NO_STORE)
 
 
-@router.route("GET", CLUSTER + "/metrics", permission="clusters:read", query=clusters.MetricsQuery, response=Page[clusters.MetricsSampleOut],
-              errors=(404,))
-def get_metrics(call: Call[Any]) -> Page[clusters.MetricsSampleOut]:
-    """Recent metrics samples reported by the agent, newest first"""
+@router.route("GET", CLUSTER + "/metrics", permission="clusters:read", query=clusters.MetricsQuery,
+              response=metric_series.SeriesOut, errors=(404,))
+def get_metrics(call: Call[Any]) -> metric_series.SeriesOut:
+    """Metric series for charts: a fixed number of buckets per window (1h: 60 × 1 min, 24h: 96 × 15 min, 7d: 168 × 1 h)"""
     return clusters.metrics(call.member, call.params["cluster_id"], call.query)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from chalicelib import fleet
 from chalicelib.shapes import Out
 from chalicelib.web import Call, Reply, Router
 
@@ -32,6 +33,13 @@ def health(call: Call[Any]) -> Health:
 def openapi_document(call: Call[Any]) -> Reply:
     """This API's OpenAPI 3.1 document"""
     return Reply(_document())
+
+
+@router.route("GET", "/metrics", auth="none", errors=(401, 404), produces=fleet.PROMETHEUS_TEXT)
+def fleet_metrics(call: Call[Any]) -> Reply:
+    """The fleet in Prometheus text format, for the scrape token (METRICS_TOKEN) only"""
+    fleet.check_scrape_token(call.settings, call.headers.get("authorization", ""))
+    return Reply(fleet.exposition(call.settings), headers={"Cache-Control": "no-store"})
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""Clusters, their name claims, operations, audit entries and metrics samples; see `keys` for where each lives.
+"""Clusters, their name claims, operations and audit entries; see `keys` for where each lives.
 
 A cluster's index entries follow from its state whenever it is written (`_index`): live clusters are
 listed by organization and by region, unsettled ones (a generation not yet observed) by when they were
@@ -8,20 +8,23 @@ conditional on its `version` (pynamodb's VersionAttribute), which is also its ET
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pynamodb.attributes import (
     BooleanAttribute, JSONAttribute, ListAttribute, UnicodeAttribute, VersionAttribute,
 )
 
-from chalicelib.store import keys
+from chalicelib.store import fleet_records, keys
+from chalicelib.store.fleet_records import FAILED_OPERATIONS, OPEN_OPERATIONS, clusters_counter
 from chalicelib.store.org_records import Org
 from chalicelib.store.table import (
     ConditionFailed, IntegerAttribute, OptionalIntegerAttribute, Item, LostRace, Page, StartKey, Transaction, get, page, transaction, written,
 )
 
 DELETED = "deleted"
+C = TypeVar("C", bound="Cluster")
 
 
 class StaleVersion(LostRace):
@@ -59,6 +62,14 @@ class Cluster(Item):
     created_at = IntegerAttribute()
     updated_at = IntegerAttribute()
     reported_at = OptionalIntegerAttribute()
+    # The status as last read or written (not an attribute): what a save moves the fleet counts away from.
+    stored_status: str | None = None
+
+    @classmethod
+    def from_raw_data(cls: type[C], data: dict[str, Any]) -> C:
+        cluster = super().from_raw_data(data)
+        cluster.stored_status = cluster.status
+        return cluster
 
 
 class ClusterName(Item):
@@ -87,12 +98,6 @@ class AuditEntry(Item):
     request_id = UnicodeAttribute()
     source_ip = UnicodeAttribute(null=True)
     at = IntegerAttribute()
-
-
-class MetricsSample(Item):
-    cluster_id = UnicodeAttribute()
-    at = IntegerAttribute()
-    values = JSONAttribute()
 
 
 def new_cluster(cluster_id: str, **fields: Any) -> Cluster:
@@ -148,6 +153,8 @@ def create(*, cluster: Cluster, operation: Operation, quota: int) -> None:
                 condition=ClusterName.pk.does_not_exist(), label="name")
         tx.save(cluster, condition=Cluster.pk.does_not_exist())
         tx.save(operation, condition=Operation.pk.does_not_exist())
+        fleet_records.add(tx, Counter({clusters_counter(cluster.status): 1, OPEN_OPERATIONS: 1}))
+    cluster.stored_status = cluster.status
 
 
 @dataclass(frozen=True)
@@ -189,10 +196,37 @@ def save(
                 tx.delete(ClusterName(*keys.cluster_name(cluster.org_id, cluster.name)))
                 tx.update(Org(*keys.org(cluster.org_id)), actions=[Org.cluster_count.add(-1)],
                           condition=Org.cluster_count > 0)
+            changes = _status_change(cluster)
+            changes.update(_operation_changes(transitions))  # update, not +: a Counter sum drops negative counts
+            changes[OPEN_OPERATIONS] += len(new_operations)
+            fleet_records.add(tx, changes)
     except ConditionFailed as e:
         if "version" in e.labels:
             raise StaleVersion() from e
         raise
+    cluster.stored_status = cluster.status
+
+
+def _status_change(cluster: Cluster) -> Counter[str]:
+    """The fleet counts' change when `cluster` moves from its stored status (live clusters only: a deleted one
+    leaves every count, as it leaves every index)."""
+    change: Counter[str] = Counter()
+    if cluster.stored_status != cluster.status:
+        if cluster.stored_status not in (None, DELETED):
+            change[clusters_counter(cluster.stored_status)] -= 1
+        if cluster.status != DELETED:
+            change[clusters_counter(cluster.status)] += 1
+    return change
+
+
+def _operation_changes(transitions: tuple[Transition, ...]) -> Counter[str]:
+    change: Counter[str] = Counter()
+    for transition in transitions:
+        if transition.final:
+            change[OPEN_OPERATIONS] -= 1
+            if transition.status == "failed":
+                change[FAILED_OPERATIONS] += 1
+    return change
 
 
 def _transition(tx: Transaction, cluster_id: str, transition: Transition, *, at: int, retention: int) -> None:
@@ -209,6 +243,7 @@ def close_operation(cluster_id: str, transition: Transition, *, at: int, retenti
     """Move an operation that its cluster no longer tracks (the cluster is gone)."""
     with transaction() as tx:
         _transition(tx, cluster_id, transition, at=at, retention=retention)
+        fleet_records.add(tx, _operation_changes((transition,)))
 
 
 def get_cluster(cluster_id: str) -> Cluster | None:
@@ -273,20 +308,8 @@ def record_audit(*, cluster_id: str, entry_id: str, action: str, actor: str, req
 
 @dataclass(frozen=True)
 class Sample:
+    """One metrics sample as the agent reported it (folded into rollups and autoscaling states, not stored)."""
+
     cluster_id: str
     at: int
     values: dict[str, int | float]
-
-
-def put_metrics(samples: list[Sample], *, retention: int) -> None:
-    """Store the samples; each expires `retention` seconds after it was taken."""
-    with MetricsSample.batch_write() as batch:
-        for sample in samples:
-            batch.save(MetricsSample(*keys.metrics_sample(sample.cluster_id, sample.at), cluster_id=sample.cluster_id,
-                                     at=sample.at, values=sample.values, expires_ttl=sample.at + retention))
-
-
-def metrics_of(cluster_id: str, *, since: int, limit: int) -> list[MetricsSample]:
-    """Newest first."""
-    return list(MetricsSample.query(keys.metrics_partition(cluster_id), MetricsSample.sk >= keys.metrics_since(since),
-                                    scan_index_forward=False, limit=limit))

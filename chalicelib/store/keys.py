@@ -15,10 +15,11 @@ Primary keys (`pk`, `sk`):
     operation         CLUSTER#<id>            OP#<sortable id>
     audit entry       CLUSTER#<id>            AUDIT#<at>#<id>
     autoscaling state CLUSTER#<id>            AUTOSCALE
-    metrics sample    METRICS#<cluster>       <at>
+    metric rollup     SERIES#<cluster>#<bucket seconds>  <bucket start>
     agent token       AGENT#<id>              AGENT
     idempotency key   IDEMP#<scope>#<key>     IDEMP
     rate counter      RATE#<caller>#<window>  RATE
+    fleet counter     FLEET                   <counter>#<shard>   (clusters by status, open and failed operations)
 
 Sparse global secondary indexes (an item is in an index only while it has that index's attributes):
 
@@ -109,17 +110,18 @@ def autoscale_state(cluster_id: str) -> Key:
     return f"CLUSTER#{cluster_id}", "AUTOSCALE"
 
 
-def metrics_partition(cluster_id: str) -> str:
-    return f"METRICS#{cluster_id}"
+def metric_rollups(cluster_id: str, bucket_seconds: int) -> str:
+    """The partition holding a cluster's metric rollups of one bucket size, by bucket start."""
+    return f"SERIES#{cluster_id}#{bucket_seconds}"
 
 
-def metrics_sample(cluster_id: str, at: int) -> Key:
-    return metrics_partition(cluster_id), _at(at)
+def metric_rollup(cluster_id: str, bucket_seconds: int, start: int) -> Key:
+    return metric_rollups(cluster_id, bucket_seconds), _at(start)
 
 
-def metrics_since(at: int) -> str:
-    """The sort key at or after which a cluster's samples taken at `at` or later lie."""
-    return _at(at)
+def bucket_start(start: int) -> str:
+    """The sort key of the rollup whose bucket starts at `start`."""
+    return _at(start)
 
 
 def agent_token(token_id: str) -> Key:
@@ -132,6 +134,18 @@ def idempotency(scope: str, key: str) -> Key:
 
 def rate_counter(caller: str, window_start: int) -> Key:
     return f"RATE#{caller}#{window_start}", "RATE"
+
+
+FLEET = "FLEET"
+
+
+def fleet_counter(counter: str, shard: int) -> Key:
+    """One shard of a fleet-wide count; the shards of every counter share the FLEET partition (one Query reads all)."""
+    return FLEET, f"{counter}#{shard:02d}"
+
+
+def fleet_counter_name(sort_key: str) -> str:
+    return sort_key.rpartition("#")[0]
 
 
 # --- index keys ------------------------------------------------------------------------------------------------

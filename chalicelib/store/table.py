@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pynamodb.attributes import Attribute, UnicodeAttribute
+from pynamodb.connection import TableConnection
 from pynamodb.constants import NUMBER
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, QueryError, TransactWriteError, UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
@@ -101,12 +102,23 @@ class Item(Model):
     gsi2 = Gsi2()
     gsi3 = Gsi3()
 
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        """pynamodb's shared connection, whose botocore client counts its calls (`counting_calls`).
+
+        pynamodb asks for it right before every call it makes, so the client is created (and hooked) only when a
+        call is about to be made: a request that makes none creates none.
+        """
+        connection = super()._get_connection()
+        _count_calls_of(connection.connection.client)
+        return connection
+
 
 def configure(*, table_name: str) -> None:
     """Point every entity at `table_name` and share one connection (one botocore client) between them."""
     Item.Meta.table_name = table_name
     Item._connection = None
-    Item._get_connection()
+    super(Item, Item)._get_connection()  # the connection now, its client on the first call (not at import)
 
 
 def create_table() -> None:
@@ -118,6 +130,43 @@ def create_table() -> None:
         TableName=Item.Meta.table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_ttl"},
     )
+
+
+@dataclass
+class Calls:
+    """DynamoDB API calls made so far within a `counting_calls()` block (a retried call counts once)."""
+
+    made: int = 0
+
+
+_calls: ContextVar[Calls | None] = ContextVar("dynamodb_calls", default=None)
+
+
+def _count_call(**_: Any) -> None:
+    calls = _calls.get()
+    if calls is not None:
+        calls.made += 1
+
+
+_hooked: list[object] = []  # the client the hook is on (pynamodb makes a new one if its credentials went missing)
+
+
+def _count_calls_of(client: Any) -> None:
+    if not _hooked or _hooked[0] is not client:
+        client.meta.events.register("before-call.dynamodb", _count_call, unique_id="orochi-count-dynamodb-calls")
+        _hooked[:] = [client]
+
+
+@contextmanager
+def counting_calls() -> Iterator[Calls]:
+    """Count the DynamoDB calls made within the block, at the botocore boundary: a `before-call` hook on the shared
+    client (see `Item._get_connection`), one per API call whatever its retries."""
+    calls = Calls()
+    token = _calls.set(calls)
+    try:
+        yield calls
+    finally:
+        _calls.reset(token)
 
 
 _read_ahead: ContextVar[dict[Key, dict[str, Any] | None] | None] = ContextVar("read_ahead", default=None)
