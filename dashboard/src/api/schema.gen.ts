@@ -21,6 +21,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The fleet in Prometheus text format, for the scrape token (METRICS_TOKEN) only */
+        get: operations["fleet_metrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openapi.json": {
         parameters: {
             query?: never;
@@ -338,7 +355,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Recent metrics samples reported by the agent, newest first */
+        /** Metric series for charts: a fixed number of buckets per window (1h: 60 × 1 min, 24h: 96 × 15 min, 7d: 168 × 1 h) */
         get: operations["get_metrics"];
         put?: never;
         post?: never;
@@ -833,6 +850,21 @@ export interface components {
              */
             token?: string | null;
         };
+        /** LatestOut */
+        LatestOut: {
+            /**
+             * At
+             * @description when the newest sample of the window was taken
+             */
+            at: number;
+            /**
+             * Values
+             * @description the newest value of each metric in the newest bucket (as the agent sent them, and connections_percent)
+             */
+            values: {
+                [key: string]: number;
+            };
+        };
         /** LoginRequest */
         LoginRequest: {
             /** Email */
@@ -921,15 +953,6 @@ export interface components {
             /** Cluster Id */
             cluster_id: string;
             values: components["schemas"]["MetricValues"];
-        };
-        /** MetricsSampleOut */
-        MetricsSampleOut: {
-            /** At */
-            at: number;
-            /** Values */
-            values: {
-                [key: string]: number;
-            };
         };
         /** MutationOut */
         MutationOut: {
@@ -1047,16 +1070,6 @@ export interface components {
              */
             next_cursor?: string | null;
         };
-        /** Page[MetricsSampleOut] */
-        Page_MetricsSampleOut_: {
-            /** Items */
-            items: components["schemas"]["MetricsSampleOut"][];
-            /**
-             * Next Cursor
-             * @default null
-             */
-            next_cursor?: string | null;
-        };
         /** Page[OperationOut] */
         Page_OperationOut_: {
             /** Items */
@@ -1076,6 +1089,81 @@ export interface components {
              * @default null
              */
             next_cursor?: string | null;
+        };
+        /**
+         * PointOut
+         * @description One bucket. Its aggregates: avg (mean of its samples), max (largest), last (newest); null when the bucket has
+         *     no sample of that series, so charts show a gap.
+         */
+        PointOut: {
+            /**
+             * Connections
+             * @description open connections: average and maximum
+             */
+            connections: {
+                [key: string]: number | null;
+            };
+            /**
+             * Connections Percent
+             * @description connections as a percent of max_connections, per sample: average and maximum
+             */
+            connections_percent: {
+                [key: string]: number | null;
+            };
+            /**
+             * Cpu Percent
+             * @description CPU use, percent of the cluster's vCPUs: average and maximum
+             */
+            cpu_percent: {
+                [key: string]: number | null;
+            };
+            /**
+             * Database Size Gb
+             * @description database size, GB: the last sample
+             */
+            database_size_gb: {
+                [key: string]: number | null;
+            };
+            /**
+             * Memory Percent
+             * @description memory use, percent: average and maximum
+             */
+            memory_percent: {
+                [key: string]: number | null;
+            };
+            /**
+             * Replication Lag Seconds
+             * @description replication lag of the furthest replica, seconds: maximum
+             */
+            replication_lag_seconds: {
+                [key: string]: number | null;
+            };
+            /**
+             * Start
+             * @description the bucket's start, epoch seconds; it covers [start, start + bucket_seconds)
+             */
+            start: number;
+            /**
+             * Storage Used Gb
+             * @description storage used, GB: the last sample
+             */
+            storage_used_gb: {
+                [key: string]: number | null;
+            };
+            /**
+             * Storage Used Percent
+             * @description storage used, percent of storage_gb: the last sample
+             */
+            storage_used_percent: {
+                [key: string]: number | null;
+            };
+            /**
+             * Transactions Per Second
+             * @description transactions per second: average and maximum
+             */
+            transactions_per_second: {
+                [key: string]: number | null;
+            };
         };
         /** PostgresVersionOut */
         PostgresVersionOut: {
@@ -1246,6 +1334,57 @@ export interface components {
              */
             for_seconds?: number;
         };
+        /** SeriesOut */
+        SeriesOut: {
+            /**
+             * Bucket Seconds
+             * @description the size of every bucket: 60 for 1h, 900 for 24h, 3600 for 7d
+             */
+            bucket_seconds: number;
+            /**
+             * End
+             * @description the newest bucket's end (the newest bucket is the one the API's clock is in)
+             */
+            end: number;
+            /**
+             * @description the newest sample of the window; absent when it has none
+             * @default null
+             */
+            latest?: components["schemas"]["LatestOut"] | null;
+            /**
+             * Max Connections
+             * @description the newest max_connections reported in the window (what connections_percent divides by); absent when none was
+             * @default null
+             */
+            max_connections?: number | null;
+            /**
+             * Points
+             * @description exactly the window's number of buckets, oldest first
+             */
+            points: components["schemas"]["PointOut"][];
+            /**
+             * Start
+             * @description the oldest bucket's start
+             */
+            start: number;
+            /**
+             * Storage Gb
+             * @description the cluster's storage size now (what storage_used_percent is of)
+             */
+            storage_gb: number;
+            /**
+             * Units
+             * @description the unit of each series
+             */
+            units: {
+                [key: string]: string;
+            };
+            /**
+             * Window
+             * @enum {string}
+             */
+            window: "1h" | "24h" | "7d";
+        };
         /** SizeOut */
         SizeOut: {
             /** Memory Gb */
@@ -1390,6 +1529,72 @@ export interface operations {
             };
             /** @description Invalid request */
             400: {
+                headers: {
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    fleet_metrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description Invalid request */
+            400: {
+                headers: {
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
                 headers: {
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -3989,8 +4194,7 @@ export interface operations {
     get_metrics: {
         parameters: {
             query?: {
-                limit?: number;
-                window_seconds?: number;
+                window?: "1h" | "24h" | "7d";
             };
             header?: never;
             path: {
@@ -4015,7 +4219,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_MetricsSampleOut_"];
+                    "application/json": components["schemas"]["SeriesOut"];
                 };
             };
             /** @description Invalid request */

@@ -2,6 +2,7 @@ import { createFileRoute, Link } from '@tanstack/react-router'
 import { can } from '@/auth/permissions'
 import { CredentialsCard } from '@/features/clusters/credentials-card'
 import { DeleteDialog } from '@/features/clusters/delete-dialog'
+import { MetricsCard } from '@/features/clusters/metrics-card'
 import { OperationsTimeline } from '@/features/clusters/operations-timeline'
 import { OverviewCard } from '@/features/clusters/overview-card'
 import { ScaleDialog } from '@/features/clusters/scale-dialog'
@@ -46,6 +47,7 @@ function ClusterPage() {
       <div className="grid gap-4 lg:grid-cols-[2fr_1fr]">
         <div className="min-w-0 space-y-4">
           <OverviewCard cluster={cluster} />
+          {live && <MetricsCard orgId={orgId} clusterId={cluster.id} />}
           {live && can(role, 'clusters:credentials') && <CredentialsCard orgId={orgId} clusterId={cluster.id} />}
           {live && role && can(role, 'clusters:write') && catalog.data && (
             <SettingsForm key={cluster.id} orgId={orgId} query={query} current={query.data} catalog={catalog.data} role={role} />
