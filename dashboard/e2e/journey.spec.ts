@@ -117,7 +117,8 @@ test('an owner creates, connects to, scales and deletes a cluster; a viewer sees
   })
 
   await test.step('the owner sees the viewer and deletes the cluster by typing its name', async () => {
-    await page.reload()
+    await page.getByRole('link', { name: 'Clusters' }).click()
+    await page.getByRole('link', { name: 'Members' }).click()
     await expect(page.getByTestId('member').filter({ hasText: 'Bob Viewer' })).toBeVisible()
     await page.getByRole('link', { name: 'Clusters' }).click()
     await page.getByRole('link', { name: new RegExp(clusterName) }).click()

@@ -31,6 +31,9 @@ const CHARTS: Chart[] = [
   ] },
 ]
 
+const LATEST: Record<string, [string, string]> = {
+  cpu_percent: ['CPU', ' %'], memory_percent: ['memory', ' %'], connections: ['connections', ''], storage_used_gb: ['storage used', ' GB'],
+}
 const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 })
 
 function tick(window: MetricWindow) {
@@ -64,11 +67,11 @@ export function MetricsCard({ orgId, clusterId }: { orgId: string; clusterId: st
 function Latest({ series }: { series: Series }) {
   if (!series.latest) return <p className="text-sm text-zinc-600">No samples in this window yet: the agent reports every 30 seconds.</p>
   const values = series.latest.values
-  const shown = ['cpu_percent', 'memory_percent', 'connections', 'storage_used_gb'].filter((name) => values[name] !== undefined)
+  const shown = Object.entries(LATEST).filter(([name]) => values[name] !== undefined)
   return (
     <p data-testid="metrics-latest" className="text-sm text-zinc-600">
       Latest sample {new Date(series.latest.at * 1000).toLocaleTimeString()}:{' '}
-      {shown.map((name) => `${name.replaceAll('_', ' ')} ${number.format(values[name]!)}`).join(' · ')}
+      {shown.map(([name, [label, unit]]) => `${label} ${number.format(values[name]!)}${unit}`).join(' · ')}
     </p>
   )
 }
@@ -97,7 +100,7 @@ function MetricChart({ chart, series }: { chart: Chart; series: Series }) {
               formatter={(value) => (value == null ? 'no data' : `${number.format(Number(value))}${chart.unit}`)} />
             {limit != null && <ReferenceLine y={limit} stroke="#a1a1aa" strokeDasharray="4 4" />}
             {chart.lines.map((line) => (
-              <Line key={line.label} dataKey={line.label} name={line.label} stroke={line.color} dot={false}
+              <Line key={line.label} dataKey={line.label} name={line.label} stroke={line.color} dot={{ r: 1.5, strokeWidth: 0, fill: line.color }}
                 strokeWidth={1.5} isAnimationActive={false} connectNulls={false} />
             ))}
           </LineChart>
