@@ -4,6 +4,9 @@ import type { paths } from './schema.gen'
 
 export type Api = Client<paths>
 
+/** The routes that hand out tokens never carry one (and a refused refresh must not wait on a refresh). */
+const TOKEN_ROUTES: ReadonlySet<string> = new Set(['/v1/auth/register', '/v1/auth/login', '/v1/auth/refresh'])
+
 type Bearer = {
   /** The access token to send, if any. */
   token: () => string | null
@@ -12,13 +15,15 @@ type Bearer = {
 }
 
 /** The typed client of the control plane's API (paths and bodies from the generated OpenAPI types). */
-export function createApi({ baseUrl, fetch = globalThis.fetch, bearer }: { baseUrl: string; fetch?: typeof globalThis.fetch; bearer: Bearer }): Api {
-  const client = createClient<paths>({ baseUrl, fetch: (request) => fetch(request) })
+export type Fetch = (request: Request) => Promise<Response>
+
+export function createApi({ baseUrl, fetch = (request) => globalThis.fetch(request), bearer }: { baseUrl: string; fetch?: Fetch; bearer: Bearer }): Api {
+  const client = createClient<paths>({ baseUrl, fetch })
   const spares = new WeakMap<Request, Request>()
   client.use({
-    onRequest({ request }) {
+    onRequest({ request, schemaPath }) {
       const token = bearer.token()
-      if (token && !request.headers.has('Authorization')) {
+      if (token && !TOKEN_ROUTES.has(schemaPath) && !request.headers.has('Authorization')) {
         request.headers.set('Authorization', `Bearer ${token}`)
         spares.set(request, request.clone())
       }

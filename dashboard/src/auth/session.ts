@@ -1,4 +1,4 @@
-import { createApi, data, type Api } from '../api/client'
+import { createApi, data, type Api, type Fetch } from '../api/client'
 import type { components } from '../api/schema.gen'
 
 type TokenResponse = components['schemas']['TokenResponse']
@@ -32,7 +32,7 @@ export class Session {
   private renewing: Promise<boolean> | null = null
   private readonly listeners = new Set<() => void>()
 
-  constructor({ baseUrl, fetch }: { baseUrl: string; fetch?: typeof globalThis.fetch }) {
+  constructor({ baseUrl, fetch }: { baseUrl: string; fetch?: Fetch }) {
     this.api = createApi({ baseUrl, fetch, bearer: { token: () => this.accessToken, renew: () => this.refresh() } })
   }
 

@@ -10,6 +10,13 @@ export function Input({ className, ...props }: ComponentProps<'input'>) {
   return <input className={cn(control, 'h-9', className)} {...props} />
 }
 
+/** A number input whose value is a number: empty (or not a number) is NaN, which the API's validation names. */
+export function NumberInput({ value, onChange, ...props }: Omit<ComponentProps<'input'>, 'value' | 'onChange' | 'type'> & {
+  value: number; onChange: (value: number) => void
+}) {
+  return <Input type="number" inputMode="numeric" {...props} value={Number.isNaN(value) ? '' : value} onChange={(e) => onChange(e.target.valueAsNumber)} />
+}
+
 export function Select({ className, ...props }: ComponentProps<'select'>) {
   return <select className={cn(control, 'h-9 pr-8', className)} {...props} />
 }

@@ -7,7 +7,7 @@ import { useCreateCluster, type ClusterCreate } from '@/queries/clusters'
 import { Button } from '@/ui/button'
 import { Card, CardHeader } from '@/ui/card'
 import { ErrorNotice } from '@/ui/error-notice'
-import { Checkbox, Field, Input, Select } from '@/ui/field'
+import { Checkbox, Field, Input, NumberInput, Select } from '@/ui/field'
 import { allowlist, autoscalingForm, autoscalingPolicy, storageTiers, tiersForm, type TierSecrets } from './policy'
 import { AllowlistField, AUTOSCALING_FIELDS, AutoscalingFields, StorageTierFields, TIER_FIELDS } from './policy-fields'
 
@@ -95,12 +95,12 @@ export function CreateClusterForm({ orgId, catalog }: { orgId: string; catalog: 
             )}
           </Field>
           <Field label="Instances" hint={`A primary and its replicas: ${catalog.instances.min}–${catalog.instances.max}.`} error={fieldError(error, 'instances')}>
-            {(c) => <Input {...c} type="number" min={catalog.instances.min} max={catalog.instances.max} value={form.instances}
-              onChange={(e) => update({ instances: e.target.valueAsNumber })} />}
+            {(c) => <NumberInput {...c} min={catalog.instances.min} max={catalog.instances.max} value={form.instances}
+            onChange={(n) => update({ instances: n })} />}
           </Field>
           <Field label="Storage (GB)" hint={`${catalog.storage_gb.min}–${catalog.storage_gb.max} GB; it can grow later, never shrink.`} error={fieldError(error, 'storage_gb')}>
-            {(c) => <Input {...c} type="number" min={catalog.storage_gb.min} max={catalog.storage_gb.max} value={form.storage_gb}
-              onChange={(e) => update({ storage_gb: e.target.valueAsNumber })} />}
+            {(c) => <NumberInput {...c} min={catalog.storage_gb.min} max={catalog.storage_gb.max} value={form.storage_gb}
+            onChange={(n) => update({ storage_gb: n })} />}
           </Field>
         </div>
       </Card>

@@ -1,10 +1,6 @@
 import { fieldError } from '@/api/errors'
-import { Checkbox, Field, Input, Textarea } from '@/ui/field'
+import { Checkbox, Field, Input, NumberInput, Textarea } from '@/ui/field'
 import { TIERS, type AutoscalingForm, type TierSecrets, type TiersForm } from './policy'
-
-function NumberInput({ value, onChange, ...control }: { value: number; onChange: (value: number) => void; id: string; min?: number; max?: number }) {
-  return <Input type="number" inputMode="numeric" {...control} value={Number.isNaN(value) ? '' : value} onChange={(e) => onChange(e.target.valueAsNumber)} />
-}
 
 /** The fields the API's errors name under `autoscaling` (for ErrorNotice's `shownFields`). */
 export const AUTOSCALING_FIELDS = ['autoscaling', 'autoscaling.*']

@@ -5,7 +5,7 @@ import type { components } from '@/api/schema.gen'
 import { useScaleCluster, type ScaleRequest, type Versioned } from '@/queries/clusters'
 import { Button } from '@/ui/button'
 import { Dialog, DialogContent, DialogTrigger } from '@/ui/dialog'
-import { Field, Input, Select } from '@/ui/field'
+import { Field, NumberInput, Select } from '@/ui/field'
 import { EditError } from './stale-notice'
 
 type Catalog = components['schemas']['CatalogOut']
@@ -48,8 +48,8 @@ function ScaleForm({ orgId, query, current, catalog, onDone }: {
     <DialogContent title={`Scale ${cluster.name}`} description="Instances and size change in place; storage only grows.">
       <form onSubmit={submit} className="space-y-4" noValidate>
         <Field label="Instances" hint={`${catalog.instances.min}–${catalog.instances.max}`} error={fieldError(scale.error, 'instances')}>
-          {(c) => <Input {...c} type="number" min={catalog.instances.min} max={catalog.instances.max} value={form.instances}
-            onChange={(e) => setForm({ ...form, instances: e.target.valueAsNumber })} />}
+          {(c) => <NumberInput {...c} min={catalog.instances.min} max={catalog.instances.max} value={form.instances}
+            onChange={(n) => setForm({ ...form, instances: n })} />}
         </Field>
         <Field label="Size" error={fieldError(scale.error, 'size')}>
           {(c) => (
@@ -59,8 +59,8 @@ function ScaleForm({ orgId, query, current, catalog, onDone }: {
           )}
         </Field>
         <Field label="Storage (GB)" hint={`From ${cluster.storage_gb} up to ${catalog.storage_gb.max} GB`} error={fieldError(scale.error, 'storage_gb')}>
-          {(c) => <Input {...c} type="number" min={cluster.storage_gb} max={catalog.storage_gb.max} value={form.storage_gb}
-            onChange={(e) => setForm({ ...form, storage_gb: e.target.valueAsNumber })} />}
+          {(c) => <NumberInput {...c} min={cluster.storage_gb} max={catalog.storage_gb.max} value={form.storage_gb}
+            onChange={(n) => setForm({ ...form, storage_gb: n })} />}
         </Field>
         <EditError error={scale.error} shownFields={['instances', 'size', 'storage_gb']} onReload={reload} />
         <div className="flex justify-end gap-2">
