@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import ConfigDict, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from chalicelib import crypto, errors, orgs, retrying, tokens
 from chalicelib.clock import now
@@ -16,6 +16,7 @@ from chalicelib.store.account_records import RefreshToken, Session, User
 from chalicelib.store.table import ConditionFailed
 
 INVALID_LOGIN = "invalid e-mail or password"
+INVALID_REFRESH = "the refresh token is invalid"
 
 
 class RegisterRequest(Body):
@@ -56,11 +57,23 @@ class UserOut(Out):
 
 class TokenResponse(Out):
     access_token: str
-    refresh_token: str
+    refresh_token: str | None = Field(default=None, description=(
+        "absent for cookie sessions (`X-Orochi-Session: cookie`): the refresh token is then in the httpOnly "
+        "`orochi_refresh` cookie"))
     token_type: str = "Bearer"
     expires_in: int
     user: UserOut
     organization: orgs.OrganizationOut | None = None
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """A session's new tokens: the body flow's answer (the refresh token in it), and the refresh token with the
+    seconds until the session's absolute expiry, which no refresh token of it outlives."""
+
+    answer: TokenResponse
+    refresh_token: str
+    refresh_expires_in: int
 
 
 def _policy(settings: Settings) -> crypto.PasswordPolicy:
@@ -73,7 +86,7 @@ def user_out(user: User) -> UserOut:
     return UserOut(id=user.id, email=user.email, name=user.name, created_at=user.created_at)
 
 
-def register(settings: Settings, body: RegisterRequest) -> TokenResponse:
+def register(settings: Settings, body: RegisterRequest) -> Tokens:
     """Create the user with their own organization, or with the membership their invitation offers."""
     at = now()
     invitation = orgs.redeemable_invitation(body.invitation_token, email=body.email) if body.invitation_token else None
@@ -101,7 +114,7 @@ def register(settings: Settings, body: RegisterRequest) -> TokenResponse:
     return opened.tokens(settings, user, organization=orgs.organization_out(org, role))
 
 
-def login(settings: Settings, body: LoginRequest) -> TokenResponse:
+def login(settings: Settings, body: LoginRequest) -> Tokens:
     """One answer for an unknown e-mail and a wrong password; too many failures lock the account a while."""
     at = now()
     window = settings.login_failure_window
@@ -136,8 +149,8 @@ class _OpenedSession:
     refresh_token: str
     at: int
 
-    def tokens(self, settings: Settings, user: User, *, organization: orgs.OrganizationOut | None = None) -> TokenResponse:
-        return _token_response(settings, user, self.session.id, self.refresh_token, self.at, organization)
+    def tokens(self, settings: Settings, user: User, *, organization: orgs.OrganizationOut | None = None) -> Tokens:
+        return _tokens(settings, user, self.session, self.refresh_token, self.at, organization)
 
 
 def _open_session(settings: Settings, user: User, *, at: int) -> _OpenedSession:
@@ -154,25 +167,26 @@ def _new_refresh_token(*, session_id: str, user_id: str, expires_at: int) -> tup
     return token, record
 
 
-def _token_response(
-    settings: Settings, user: User, session_id: str, refresh_token: str, at: int,
+def _tokens(
+    settings: Settings, user: User, session: Session, refresh_token: str, at: int,
     organization: orgs.OrganizationOut | None = None,
-) -> TokenResponse:
-    return TokenResponse(
-        access_token=tokens.issue_access_token(settings, user_id=user.id, session_id=session_id, at=at),
+) -> Tokens:
+    answer = TokenResponse(
+        access_token=tokens.issue_access_token(settings, user_id=user.id, session_id=session.id, at=at),
         refresh_token=refresh_token,
         expires_in=settings.access_token_ttl,
         user=user_out(user),
         organization=organization,
     )
+    return Tokens(answer=answer, refresh_token=refresh_token, refresh_expires_in=session.expires_at - at)
 
 
-def refresh(settings: Settings, body: RefreshRequest) -> TokenResponse:
+def refresh(settings: Settings, refresh_token: str) -> Tokens:
     """Rotate the refresh token. Presenting a spent one revokes its whole session."""
     at = now()
-    used = account_records.get_refresh_token(crypto.token_hash(body.refresh_token))
+    used = account_records.get_refresh_token(crypto.token_hash(refresh_token))
     if used is None:
-        raise errors.Unauthorized("the refresh token is invalid")
+        raise errors.Unauthorized(INVALID_REFRESH)
     if used.used_at is not None:
         account_records.revoke_session(used.session_id, at=at)
         raise errors.Unauthorized("the refresh token was already used; the session has been revoked")
@@ -190,7 +204,7 @@ def refresh(settings: Settings, body: RefreshRequest) -> TokenResponse:
     user = account_records.get_user(used.user_id)
     if user is None:
         raise errors.Unauthorized("the account no longer exists")
-    return _token_response(settings, user, session.id, token, at)
+    return _tokens(settings, user, session, token, at)
 
 
 def logout(principal: Principal) -> None:

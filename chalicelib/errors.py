@@ -34,6 +34,10 @@ class Forbidden(AppError):
     code = "forbidden"
 
 
+class OriginNotAllowed(Forbidden):
+    code = "origin_not_allowed"
+
+
 class NotFound(AppError):
     status = 404
     code = "not_found"

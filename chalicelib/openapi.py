@@ -11,7 +11,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from chalicelib.catalog import document_bounds
 from chalicelib.ratelimits import WINDOW
 from chalicelib.settings import Settings
-from chalicelib.shapes import HEADER_PATTERNS, Out
+from chalicelib.shapes import HEADER_DESCRIPTIONS, HEADER_PATTERNS, Out
 from chalicelib.web import Operation, Router
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
@@ -82,8 +82,12 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         "parameters": [*_path_parameters(op.path), *_query_parameters(op.query), *_header_parameters(op.headers)],
         "responses": _responses(op, refs),
     }
+    if op.description:
+        spec["description"] = op.description
     if op.body is not None:
         spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[op.body]}}}
+        if op.body_optional_with is not None:
+            spec["requestBody"]["description"] = f"With the `{op.body_optional_with}` header it may be empty or `{{}}`."
     spec["security"] = [{_SECURITY[op.auth]: []}] if op.auth in _SECURITY else []
     if op.permission is not None:
         spec["x-permission"] = op.permission
@@ -113,8 +117,14 @@ def _present(prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def _header_parameters(headers: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "header", "required": False, "schema": {"type": "string", "pattern": HEADER_PATTERNS[name]}}
-            for name in headers]
+    parameters: list[dict[str, Any]] = []
+    for name in headers:
+        parameter = {"name": name, "in": "header", "required": False,
+                     "schema": {"type": "string", "pattern": HEADER_PATTERNS[name]}}
+        if name in HEADER_DESCRIPTIONS:
+            parameter["description"] = HEADER_DESCRIPTIONS[name]
+        parameters.append(parameter)
+    return parameters
 
 
 def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
@@ -127,6 +137,9 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         success["content"] = {op.produces.split(";")[0]: {"schema": {"type": "string"}}}
     if op.rate_limit != "none":
         success["headers"] = {**request_id, **_rate_limit_headers(required=True)}
+    success["headers"] = {**success["headers"], **{
+        name: {"required": False, "schema": {"type": "string"}, "description": description}
+        for name, description in op.response_headers.items()}}
     responses = {str(op.status): success}
     codes = {400, 413} | ({401} if op.auth != "none" else set()) | ({429} if op.rate_limit != "none" else set())
     for code in sorted(codes | set(op.errors)):
@@ -134,7 +147,7 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         if op.rate_limit != "none":
             headers.update(_rate_limit_headers(required=code == 429))
         responses[str(code)] = {
-            "description": _STATUS_TEXT[code], "headers": headers,
+            "description": op.error_descriptions.get(code, _STATUS_TEXT[code]), "headers": headers,
             "content": {"application/json": {"schema": refs[Error]}},
         }
     return responses

@@ -124,6 +124,18 @@ HEADER_PATTERNS = {
     "Idempotency-Key": r"^[!-~]{1,255}$",
     # One entity tag (RFC 9110 8.8.3), weak or strong, or `*`.
     "If-Match": r'^(?:\*|(?:W/)?"[!#-~]{0,250}")$',
+    # A browser client's opt-in to the cookie session (chalicelib/session_cookie.py).
+    "X-Orochi-Session": r"^cookie$",
+}
+# What the document says of a request header, besides its pattern.
+HEADER_DESCRIPTIONS = {
+    "X-Orochi-Session": (
+        "`cookie`: a browser session. Register, login and refresh then answer without `refresh_token` in the body "
+        "and set it in the httpOnly cookie `orochi_refresh` (`Path=/v1/auth; HttpOnly; Secure; SameSite=Strict`, "
+        "`Max-Age` the seconds until the session's absolute expiry); refresh reads it from that cookie only, "
+        "and only from an `Origin` the API allows (else 403 `origin_not_allowed`, nothing rotated). Without "
+        "this header no route reads the cookie. Send it with `credentials: 'include'`."
+    ),
 }
 
 CATALOG_KEY = "x-catalog"

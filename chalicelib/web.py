@@ -6,13 +6,14 @@ the response shape and the OpenAPI document.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -33,6 +34,7 @@ log = logging.getLogger("orochi.web")
 
 MAX_BODY_BYTES = 1024 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_EMPTY_BODY = re.compile(rb"[ \t\r\n]*(?:\{[ \t\r\n]*\})?[ \t\r\n]*")  # nothing, or `{}`, in JSON whitespace
 _local = threading.local()
 
 Auth = Literal["user", "agent", "none"]
@@ -90,6 +92,7 @@ class Operation:
     path: str
     handler: Callable[[Call[Any]], Any]
     summary: str
+    description: str
     tag: str
     status: int
     auth: Auth
@@ -102,6 +105,12 @@ class Operation:
     permission: str | None
     rate_limit: RateLimit
     produces: str | None = None  # the content type of a success that is not JSON (its body is text)
+    # A declared request header whose presence makes the body optional: an empty body or `{}` is then no body.
+    body_optional_with: str | None = None
+    # Response headers the success answer may carry, and what each means (for the document).
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+    # What an error status means on this route, where the generic text would mislead (for the document).
+    error_descriptions: Mapping[int, str] = field(default_factory=dict)
 
 
 Authenticator = Callable[[Settings, str, dict[str, str]], Principal]
@@ -148,15 +157,25 @@ class Router:
         permission: str | None = None,
         rate_limit: RateLimit | None = None,
         produces: str | None = None,
+        body_optional_with: str | None = None,
+        response_headers: Mapping[str, str] | None = None,
+        error_descriptions: Mapping[int, str] | None = None,
     ) -> Callable[[Callable[[Call[Any]], Any]], Callable[[Call[Any]], Any]]:
+        """Declare a route. The handler's docstring is its summary (the first line) and description (the rest)."""
+        assert body_optional_with is None or (body is not None and body_optional_with in headers)
+        assert set(error_descriptions or {}) <= set(errors)
+
         def declare(handler: Callable[[Call[Any]], Any]) -> Callable[[Call[Any]], Any]:
+            summary, _, description = inspect.cleandoc(handler.__doc__ or handler.__name__.replace("_", " ")).partition("\n")
             operation = Operation(
                 method=method, path=path, handler=handler, tag=self.tag, status=status, auth=auth,
-                summary=(handler.__doc__ or handler.__name__.replace("_", " ")).strip().splitlines()[0],
+                summary=summary, description=description.strip(),
                 body=body, query=query, response=response, errors=errors,
                 headers=(*headers, "Idempotency-Key") if idempotent else headers, idempotent=idempotent,
                 permission=permission, rate_limit=rate_limit or ("none" if auth == "none" else "principal"),
                 produces=produces,
+                body_optional_with=body_optional_with, response_headers=dict(response_headers or {}),
+                error_descriptions=dict(error_descriptions or {}),
             )
             self.operations.append(operation)
 
@@ -192,13 +211,15 @@ def _serve_in_scope(operation: Operation, request: Request, params: dict[str, st
             quota = ratelimits.take(settings, principal=principal if operation.rate_limit == "principal" else None,
                                     address=source_ip)
             quota.enforce()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        optional = operation.body_optional_with is not None and operation.body_optional_with.lower() in headers
         call: Call[Any] = Call(
             settings=settings,
             params=params,
-            body=_parse_body(operation.body, request, settings),
+            body=_parse_body(operation.body, request, settings, optional=optional),
             query=_parse_query(operation.query, request),
             principal=principal,
-            headers={k.lower(): v for k, v in request.headers.items()},
+            headers=headers,
             source_ip=source_ip,
         )
         _check_headers(operation.headers, call.headers)
@@ -257,10 +278,14 @@ def _check_headers(declared: tuple[str, ...], headers: dict[str, str]) -> None:
                                  details=[{"field": name, "message": f"must match {HEADER_PATTERNS[name]}"}])
 
 
-def _parse_body(model: type[BaseModel] | None, request: Request, settings: Settings) -> BaseModel | None:
+def _parse_body(model: type[BaseModel] | None, request: Request, settings: Settings, *,
+                optional: bool = False) -> BaseModel | None:
+    """The body as `model` states it; None for no model, or when `optional` and the body is empty or `{}`."""
     if model is None:
         return None
     raw = _raw_body(request)
+    if optional and _EMPTY_BODY.fullmatch(raw):
+        return None
     if not raw.strip():
         raise errors.Invalid("a JSON body is required", details=[{"field": "body", "message": "missing"}])
     try:

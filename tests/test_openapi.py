@@ -252,3 +252,50 @@ def test_query_parameters_are_never_null(document: dict[str, Any], op: Operation
 def test_request_headers_state_the_pattern_the_api_checks(document: dict[str, Any], op: Operation) -> None:
     headers = {p["name"]: p["schema"] for p in _spec(document, op)["parameters"] if p["in"] == "header"}
     assert headers == {name: {"type": "string", "pattern": HEADER_PATTERNS[name]} for name in op.headers}
+
+
+COOKIE_SESSION_ROUTES = [("post", "/v1/auth/register", "201"), ("post", "/v1/auth/login", "200"),
+                         ("post", "/v1/auth/refresh", "200")]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), COOKIE_SESSION_ROUTES)
+def test_cookie_session_header_and_cookie_are_documented(document: dict[str, Any], method: str, path: str,
+                                                         status: str) -> None:
+    spec = document["paths"][path][method]
+    header = {p["name"]: p for p in spec["parameters"] if p["in"] == "header"}["X-Orochi-Session"]
+    assert header["required"] is False and header["schema"] == {"type": "string", "pattern": "^cookie$"}
+    for words in ("orochi_refresh", "HttpOnly; Secure; SameSite=Strict", "Max-Age", "credentials: 'include'",
+                  "origin_not_allowed"):
+        assert words in header["description"], words
+    set_cookie = spec["responses"][status]["headers"]["Set-Cookie"]
+    assert set_cookie["required"] is False and "orochi_refresh=<refresh token>; Path=/v1/auth" in set_cookie["description"]
+
+
+def test_refresh_token_is_optional_in_token_responses_and_absent_for_cookie_sessions(document: dict[str, Any]) -> None:
+    token_response = document["components"]["schemas"]["TokenResponse"]
+    assert "refresh_token" in token_response["properties"] and "refresh_token" not in token_response["required"]
+    assert {"access_token", "token_type", "expires_in", "user"} >= set(token_response["required"]) >= {"access_token"}
+    assert "X-Orochi-Session: cookie" in token_response["properties"]["refresh_token"]["description"]
+
+
+def test_refresh_documents_the_cookie_flow_and_its_403(document: dict[str, Any]) -> None:
+    refresh = document["paths"]["/v1/auth/refresh"]["post"]
+    assert "X-Orochi-Session" in refresh["requestBody"]["description"] and refresh["requestBody"]["required"] is True
+    assert "orochi_refresh" in refresh["description"]
+    forbidden = refresh["responses"]["403"]
+    assert forbidden["content"] == {"application/json": {"schema": {"$ref": SCHEMAS + "Error"}}}
+    assert "origin_not_allowed" in forbidden["description"] and "nothing was rotated" in forbidden["description"]
+    clears = document["paths"]["/v1/auth/logout"]["post"]["responses"]["204"]["headers"]["Set-Cookie"]
+    assert "orochi_refresh=; Path=/v1/auth; Max-Age=0" in clears["description"]
+
+
+def test_cookie_session_answers_match_the_documented_schemas(stack: Stack, document: dict[str, Any],
+                                                             owner: Account) -> None:
+    session = {"X-Orochi-Session": "cookie", "Origin": "http://localhost:5173"}
+    login = stack.call("POST", "/v1/auth/login", json={"email": owner.email, "password": owner.password},
+                       headers=session)
+    assert login.status_code == 200 and "refresh_token" not in login.json(), login.text
+    _validator(document, {"$ref": SCHEMAS + "TokenResponse"}).validate(login.json())
+    refused = stack.call("POST", "/v1/auth/refresh", json={}, headers={"X-Orochi-Session": "cookie"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "origin_not_allowed", refused.text
+    _validator(document, {"$ref": SCHEMAS + "Error"}).validate(refused.json())
