@@ -149,7 +149,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Exchange e-mail and password for tokens */
+        /**
+         * Exchange e-mail and password for tokens
+         * @description With `X-Orochi-Session: cookie` the refresh token is set in the `orochi_refresh` cookie instead of the body.
+         */
         post: operations["login"];
         delete?: never;
         options?: never;
@@ -200,7 +203,12 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Rotate a refresh token */
+        /**
+         * Rotate a refresh token
+         * @description The refresh token is the body's, or with `X-Orochi-Session: cookie` the `orochi_refresh` cookie's (the body
+         *     then empty or `{}`, and the `Origin` one the API allows); the rotated one goes back the same way. Presenting a
+         *     spent refresh token revokes its session.
+         */
         post: operations["refresh"];
         delete?: never;
         options?: never;
@@ -217,7 +225,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Create an account and its organization, or join the organization of an invitation */
+        /**
+         * Create an account and its organization, or join the organization of an invitation
+         * @description With `X-Orochi-Session: cookie` the refresh token is set in the `orochi_refresh` cookie instead of the body.
+         */
         post: operations["register"];
         delete?: never;
         options?: never;
@@ -1475,8 +1486,12 @@ export interface components {
             expires_in: number;
             /** @default null */
             organization?: components["schemas"]["OrganizationOut"] | null;
-            /** Refresh Token */
-            refresh_token: string;
+            /**
+             * Refresh Token
+             * @description absent for cookie sessions (`X-Orochi-Session: cookie`): the refresh token is then in the httpOnly `orochi_refresh` cookie
+             * @default null
+             */
+            refresh_token?: string | null;
             /**
              * Token Type
              * @default Bearer
@@ -2253,7 +2268,10 @@ export interface operations {
     login: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `cookie`: a browser session. Register, login and refresh then answer without `refresh_token` in the body and set it in the httpOnly cookie `orochi_refresh` (`Path=/v1/auth; HttpOnly; Secure; SameSite=Strict`, `Max-Age` the seconds until the session's absolute expiry); refresh reads it from that cookie only, and only from an `Origin` the API allows (else 403 `origin_not_allowed`, nothing rotated). Without this header no route reads the cookie. Send it with `credentials: 'include'`. */
+                "X-Orochi-Session"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2266,12 +2284,16 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description `no-store`: the answer holds tokens */
+                    "Cache-Control"?: string;
                     /** @description requests allowed in the caller's one-minute window */
                     "RateLimit-Limit": number;
                     /** @description requests left in the window */
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    /** @description with `X-Orochi-Session: cookie`: `orochi_refresh=<refresh token>; Path=/v1/auth; HttpOnly; Secure; SameSite=Strict; Max-Age=<seconds until the session's absolute expiry>` */
+                    "Set-Cookie"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
                     [name: string]: unknown;
@@ -2386,6 +2408,8 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    /** @description always: `orochi_refresh=; Path=/v1/auth; Max-Age=0; HttpOnly; Secure; SameSite=Strict` (clears a cookie session's cookie; a browser applies it to a request sent with `credentials: 'include'`) */
+                    "Set-Cookie"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
                     [name: string]: unknown;
@@ -2563,10 +2587,14 @@ export interface operations {
     refresh: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `cookie`: a browser session. Register, login and refresh then answer without `refresh_token` in the body and set it in the httpOnly cookie `orochi_refresh` (`Path=/v1/auth; HttpOnly; Secure; SameSite=Strict`, `Max-Age` the seconds until the session's absolute expiry); refresh reads it from that cookie only, and only from an `Origin` the API allows (else 403 `origin_not_allowed`, nothing rotated). Without this header no route reads the cookie. Send it with `credentials: 'include'`. */
+                "X-Orochi-Session"?: string;
+            };
             path?: never;
             cookie?: never;
         };
+        /** @description With the `X-Orochi-Session` header it may be empty or `{}`. */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["RefreshRequest"];
@@ -2576,6 +2604,10 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description `no-store`: the answer holds tokens */
+                    "Cache-Control"?: string;
+                    /** @description with `X-Orochi-Session: cookie`: `orochi_refresh=<refresh token>; Path=/v1/auth; HttpOnly; Secure; SameSite=Strict; Max-Age=<seconds until the session's absolute expiry>` */
+                    "Set-Cookie"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
                     [name: string]: unknown;
@@ -2606,6 +2638,17 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description `origin_not_allowed`: with `X-Orochi-Session: cookie` the `Origin` header must be one the API allows (ALLOWED_ORIGINS); nothing was rotated */
+            403: {
+                headers: {
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Body too large */
             413: {
                 headers: {
@@ -2622,7 +2665,10 @@ export interface operations {
     register: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description `cookie`: a browser session. Register, login and refresh then answer without `refresh_token` in the body and set it in the httpOnly cookie `orochi_refresh` (`Path=/v1/auth; HttpOnly; Secure; SameSite=Strict`, `Max-Age` the seconds until the session's absolute expiry); refresh reads it from that cookie only, and only from an `Origin` the API allows (else 403 `origin_not_allowed`, nothing rotated). Without this header no route reads the cookie. Send it with `credentials: 'include'`. */
+                "X-Orochi-Session"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2635,12 +2681,16 @@ export interface operations {
             /** @description Created */
             201: {
                 headers: {
+                    /** @description `no-store`: the answer holds tokens */
+                    "Cache-Control"?: string;
                     /** @description requests allowed in the caller's one-minute window */
                     "RateLimit-Limit": number;
                     /** @description requests left in the window */
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    /** @description with `X-Orochi-Session: cookie`: `orochi_refresh=<refresh token>; Path=/v1/auth; HttpOnly; Secure; SameSite=Strict; Max-Age=<seconds until the session's absolute expiry>` */
+                    "Set-Cookie"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
                     [name: string]: unknown;
