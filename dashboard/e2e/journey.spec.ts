@@ -80,7 +80,7 @@ test('an owner creates, connects to, scales and deletes a cluster; a viewer sees
   })
 
   const invitationLink = await test.step('invite a viewer', async () => {
-    await page.getByRole('link', { name: 'Members' }).click()
+    await page.getByRole('link', { name: 'Members', exact: true }).click()
     await expect(page.getByTestId('my-role')).toHaveText('owner')
     await page.getByLabel('E-mail').fill(bob)
     await page.getByLabel('Role', { exact: true }).selectOption('viewer')
@@ -107,7 +107,7 @@ test('an owner creates, connects to, scales and deletes a cluster; a viewer sees
       await expect(viewer.getByRole('button', { name })).toHaveCount(0)
     }
     await checkPage(viewer, testInfo, 'viewer-cluster')
-    await viewer.getByRole('link', { name: 'Members' }).click()
+    await viewer.getByRole('link', { name: 'Members', exact: true }).click()
     await expect(viewer.getByTestId('my-role')).toHaveText('viewer')
     await expect(viewer.getByRole('heading', { name: 'Invitations' })).toHaveCount(0)
     await expect(viewer.getByRole('combobox', { name: /Role of/ })).toHaveCount(0)
@@ -117,10 +117,10 @@ test('an owner creates, connects to, scales and deletes a cluster; a viewer sees
   })
 
   await test.step('the owner sees the viewer and deletes the cluster by typing its name', async () => {
-    await page.getByRole('link', { name: 'Clusters' }).click()
-    await page.getByRole('link', { name: 'Members' }).click()
+    await page.getByRole('link', { name: 'Clusters', exact: true }).click()
+    await page.getByRole('link', { name: 'Members', exact: true }).click()
     await expect(page.getByTestId('member').filter({ hasText: 'Bob Viewer' })).toBeVisible()
-    await page.getByRole('link', { name: 'Clusters' }).click()
+    await page.getByRole('link', { name: 'Clusters', exact: true }).click()
     await page.getByRole('link', { name: new RegExp(clusterName) }).click()
     await page.getByRole('button', { name: 'Delete cluster' }).click()
     const dialog = page.getByRole('dialog')

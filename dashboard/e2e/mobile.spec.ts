@@ -30,17 +30,17 @@ test('every page is usable 375 px wide', async ({ page }, testInfo) => {
   await fitsTheScreen(page)
   await checkPage(page, testInfo, 'cluster')
 
-  await page.getByRole('link', { name: 'Clusters' }).click()
+  await page.getByRole('link', { name: 'Clusters', exact: true }).click()
   await expect(page.getByRole('link', { name: new RegExp(clusterName) })).toBeVisible()
   await fitsTheScreen(page)
   await checkPage(page, testInfo, 'clusters')
 
-  await page.getByRole('link', { name: 'Members' }).click()
+  await page.getByRole('link', { name: 'Members', exact: true }).click()
   await expect(page.getByTestId('my-role')).toHaveText('owner')
   await fitsTheScreen(page)
   await checkPage(page, testInfo, 'members')
 
-  await page.getByRole('link', { name: 'Clusters' }).click()
+  await page.getByRole('link', { name: 'Clusters', exact: true }).click()
   await page.getByRole('link', { name: new RegExp(clusterName) }).click()
   await page.getByRole('button', { name: 'Delete cluster' }).click()
   await page.getByRole('dialog').getByLabel(/to confirm/).fill(clusterName)

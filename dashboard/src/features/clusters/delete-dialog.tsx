@@ -13,7 +13,8 @@ export function DeleteDialog({ orgId, cluster }: { orgId: string; cluster: Clust
   const navigate = useNavigate()
   const submit = (event: FormEvent) => {
     event.preventDefault()
-    remove.mutate(undefined, { onSuccess: () => void navigate({ to: '/orgs/$orgId/clusters', params: { orgId } }) })
+    // Not mutate's own onSuccess: the dialog unmounts as the cluster turns `deleting`, and that callback would not run.
+    remove.mutateAsync().then(() => navigate({ to: '/orgs/$orgId/clusters', params: { orgId } }), () => undefined)
   }
   return (
     <Dialog onOpenChange={() => { setTyped(''); remove.reset() }}>

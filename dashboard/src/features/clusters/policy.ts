@@ -32,7 +32,7 @@ export function autoscalingForm(value: Schemas['AutoscalingPolicy'] | null | und
   const storage = policy?.storage as StorageAutoscaling | undefined
   return {
     on: Boolean(policy),
-    min_instances: policy?.min_instances ?? instances,
+    min_instances: policy?.min_instances ?? 1,
     max_instances: policy?.max_instances ?? Math.max(instances, 3),
     scale_up: { cpu_percent: 75, connections_percent: 80, for_seconds: 120, ...policy?.scale_up },
     scale_down: { cpu_percent: 25, connections_percent: 30, for_seconds: 600, ...policy?.scale_down },
