@@ -10,8 +10,12 @@ test('an owner creates, connects to, scales and deletes a cluster; a viewer sees
   const clusterName = `e2e-${Date.now().toString(36)}`
   const bob = email('bob')
 
-  await test.step('register', async () => {
-    await page.goto('/register')
+  await test.step('register, on a page served under the real CSP', async () => {
+    const response = await page.goto('/register')
+    const policy = response!.headers()['content-security-policy']!
+    expect(policy).toContain("script-src 'self';")
+    expect(policy).toContain("frame-ancestors 'none'")
+    expect(response!.headers()['x-content-type-options']).toBe('nosniff')
     await checkPage(page, testInfo, 'register')
     await register(page, { name: 'Ada Lovelace', address: email('ada'), organization: 'Analytical Engines' })
     await page.getByRole('button', { name: 'Create account' }).click()
@@ -47,13 +51,16 @@ test('an owner creates, connects to, scales and deletes a cluster; a viewer sees
 
   await test.step('reveal the credentials and connect with psql', async () => {
     await page.getByRole('button', { name: 'Reveal credentials' }).click()
+    await expect(page.getByTestId('psql-command')).toContainText('\u2022'.repeat(12))
+    await checkPage(page, testInfo, 'cluster-credentials')
+    await page.getByRole('button', { name: 'Show password' }).click()
+    await expect(page.getByTestId('psql-command')).not.toContainText('\u2022')
     const command = (await page.getByTestId('psql-command').textContent())!.trim()
     const uri = command.replace(/^psql "/, '').replace(/"$/, '')
     expect(uri).toMatch(/^postgres(ql)?:\/\//)
     const { stdout } = await run('psql', [uri, '-At', '-c', 'select 40 + 2'], { timeout: 30_000 })
     expect(stdout.trim()).toBe('42')
-    await checkPage(page, testInfo, 'cluster-credentials')
-    await page.getByRole('button', { name: 'Hide' }).click()
+    await page.getByRole('button', { name: 'Hide credentials' }).click()
   })
 
   await test.step('scale to 3 instances', async () => {
@@ -120,6 +127,10 @@ test('an owner creates, connects to, scales and deletes a cluster; a viewer sees
     await page.getByRole('link', { name: 'Clusters', exact: true }).click()
     await page.getByRole('link', { name: 'Members', exact: true }).click()
     await expect(page.getByTestId('member').filter({ hasText: 'Bob Viewer' })).toBeVisible()
+    await page.getByRole('combobox', { name: 'Role of Bob Viewer' }).selectOption('member')
+    await page.getByRole('link', { name: 'Clusters', exact: true }).click()
+    await page.getByRole('link', { name: 'Members', exact: true }).click()
+    await expect(page.getByRole('combobox', { name: 'Role of Bob Viewer' })).toHaveValue('member')
     await page.getByRole('link', { name: 'Clusters', exact: true }).click()
     await page.getByRole('link', { name: new RegExp(clusterName) }).click()
     await page.getByRole('button', { name: 'Delete cluster' }).click()

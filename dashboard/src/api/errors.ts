@@ -57,6 +57,11 @@ export function fieldError(error: unknown, field: string, options?: { nested?: b
   return error instanceof ApiError ? error.forField(field, options) : undefined
 }
 
+/** A 412: the If-Match of an edit named a version that is no longer the latest. */
+export function isStale(error: unknown): boolean {
+  return error instanceof ApiError && error.status === 412
+}
+
 function isErrorEnvelope(body: unknown): body is { error: ErrorBody } {
   if (typeof body !== 'object' || body === null || !('error' in body)) return false
   const error = (body as { error: unknown }).error

@@ -8,8 +8,8 @@ import { Button } from '@/ui/button'
 import { Card, CardHeader } from '@/ui/card'
 import { ErrorNotice } from '@/ui/error-notice'
 import { Checkbox, Field, Input, NumberInput, Select } from '@/ui/field'
-import { allowlist, autoscalingForm, autoscalingPolicy, storageTiers, tiersForm, type TierSecrets } from './policy'
-import { AllowlistField, AUTOSCALING_FIELDS, AutoscalingFields, StorageTierFields, TIER_FIELDS } from './policy-fields'
+import { allowlist, AUTOSCALING_FIELDS, autoscalingForm, autoscalingPolicy, storageTiers, TIER_FIELDS, tiersForm, type TierSecrets } from './policy'
+import { AllowlistField, AutoscalingFields, StorageTierFields } from './policy-fields'
 
 type Catalog = components['schemas']['CatalogOut']
 

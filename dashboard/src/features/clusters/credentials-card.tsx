@@ -11,12 +11,15 @@ export function CredentialsCard({ orgId, clusterId }: { orgId: string; clusterId
   const reveal = useRevealCredentials(orgId, clusterId)
   const [showPassword, setShowPassword] = useState(false)
   const credentials = reveal.data
+  const MASK = '•'.repeat(12)
+  // On screen the password stays masked, in the URI too, until asked for; Copy copies the real command.
+  const shownUri = credentials && !showPassword ? credentials.uri.replace(`:${encodeURIComponent(credentials.password)}@`, `:${MASK}@`) : credentials?.uri
   return (
     <Card aria-labelledby="credentials-title">
       <CardHeader title={<span id="credentials-title">Connection</span>}
         description="Reading the credentials is recorded in the cluster's audit log."
         actions={credentials
-          ? <Button variant="secondary" size="sm" onClick={() => reveal.reset()}>Hide</Button>
+          ? <Button variant="secondary" size="sm" onClick={() => reveal.reset()}>Hide credentials</Button>
           : <Button size="sm" onClick={() => reveal.mutate()} disabled={reveal.isPending}>{reveal.isPending ? 'Reading…' : 'Reveal credentials'}</Button>} />
       <ErrorNotice error={reveal.error} />
       {credentials && (
@@ -27,7 +30,7 @@ export function CredentialsCard({ orgId, clusterId }: { orgId: string; clusterId
             <dt className="text-zinc-500">User</dt><dd className="font-mono">{credentials.username}</dd>
             <dt className="text-zinc-500">Password</dt>
             <dd className="flex items-center gap-2 font-mono break-all">
-              <span data-testid="password">{showPassword ? credentials.password : '•'.repeat(12)}</span>
+              <span data-testid="password">{showPassword ? credentials.password : MASK}</span>
               <Button variant="ghost" size="sm" aria-label={showPassword ? 'Hide password' : 'Show password'} onClick={() => setShowPassword(!showPassword)}>
                 {showPassword ? <EyeOff className="size-3.5" aria-hidden /> : <Eye className="size-3.5" aria-hidden />}
               </Button>
@@ -37,7 +40,7 @@ export function CredentialsCard({ orgId, clusterId }: { orgId: string; clusterId
             <p className="mb-1 text-xs font-medium text-zinc-600">Connect with psql</p>
             <div className="flex items-start gap-2">
               <code data-testid="psql-command" className="min-w-0 flex-1 rounded-md bg-zinc-900 px-3 py-2 text-xs break-all text-zinc-100">
-                psql "{credentials.uri}"
+                psql "{shownUri}"
               </code>
               <CopyButton value={`psql "${credentials.uri}"`} label="Copy psql command" />
             </div>

@@ -2,10 +2,6 @@ import { fieldError } from '@/api/errors'
 import { Checkbox, Field, Input, NumberInput, Textarea } from '@/ui/field'
 import { TIERS, type AutoscalingForm, type TierSecrets, type TiersForm } from './policy'
 
-/** The fields the API's errors name under `autoscaling` (for ErrorNotice's `shownFields`). */
-export const AUTOSCALING_FIELDS = ['autoscaling', 'autoscaling.*']
-export const TIER_FIELDS = ['storage_tiers', 'storage_tiers.*']
-
 export function AutoscalingFields({ value, onChange, error, bounds }: {
   value: AutoscalingForm
   onChange: (value: AutoscalingForm) => void

@@ -13,6 +13,10 @@ export function policyOf(value: Schemas['AutoscalingPolicy'] | null | undefined)
 }
 export type StorageTiers = Schemas['StorageTiers']
 export type S3Target = Schemas['S3Target']
+/** The fields the API's errors name under `autoscaling` and `storage_tiers`, which their inputs show (ErrorNotice's `shownFields`). */
+export const AUTOSCALING_FIELDS = ['autoscaling', 'autoscaling.*']
+export const TIER_FIELDS = ['storage_tiers', 'storage_tiers.*']
+
 export type Tier = 'cold' | 'frozen'
 export const TIERS: Tier[] = ['cold', 'frozen']
 

@@ -8,8 +8,8 @@ import { useUpdateCluster, type ClusterPatch, type Versioned } from '@/queries/c
 import { Button } from '@/ui/button'
 import { Card, CardHeader } from '@/ui/card'
 import { Checkbox, Field, Input } from '@/ui/field'
-import { allowlist, autoscalingForm, autoscalingPolicy, storageTiers, tiersForm, type TierSecrets } from './policy'
-import { AllowlistField, AUTOSCALING_FIELDS, AutoscalingFields, StorageTierFields, TIER_FIELDS } from './policy-fields'
+import { allowlist, AUTOSCALING_FIELDS, autoscalingForm, autoscalingPolicy, storageTiers, TIER_FIELDS, tiersForm, type TierSecrets } from './policy'
+import { AllowlistField, AutoscalingFields, StorageTierFields } from './policy-fields'
 import { EditError } from './stale-notice'
 
 type Catalog = components['schemas']['CatalogOut']

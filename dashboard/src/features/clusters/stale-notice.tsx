@@ -1,10 +1,6 @@
-import { ApiError } from '@/api/errors'
+import { isStale } from '@/api/errors'
 import { Button } from '@/ui/button'
 import { ErrorNotice } from '@/ui/error-notice'
-
-export function isStale(error: unknown): boolean {
-  return error instanceof ApiError && error.status === 412
-}
 
 /** An edit's error; on 412 it offers to load the latest version (the edit is kept, to be applied again). */
 export function EditError({ error, shownFields, onReload }: { error: unknown; shownFields: string[]; onReload: () => Promise<void> }) {

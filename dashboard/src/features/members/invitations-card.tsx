@@ -9,7 +9,8 @@ import { CopyButton } from '@/ui/copy-button'
 import { ErrorNotice } from '@/ui/error-notice'
 import { Field, Input, Select } from '@/ui/field'
 
-export function invitationLink(token: string): string {
+/** The console's page that takes the invitation's token from its path (routes/invite.$token.tsx). */
+function invitationLink(token: string): string {
   return `${window.location.origin}/invite/${encodeURIComponent(token)}`
 }
 
