@@ -2,7 +2,7 @@ import type { components } from './schema.gen'
 
 type ErrorBody = components['schemas']['ErrorBody']
 
-export type FieldDetail = { field: string; message: string }
+type FieldDetail = { field: string; message: string }
 
 /** An answer of the API that is not a success, as its documented error shape tells it (or as close as the answer allows). */
 export class ApiError extends Error {

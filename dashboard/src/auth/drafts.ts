@@ -6,8 +6,17 @@ import { useCallback, useState } from 'react'
  * (and follows it as it changes); `clear` (after a submit, or to discard) returns to it. Never put passwords or secret
  * keys in a draft.
  */
+const PREFIX = 'orochi.draft.'
+
+/** Signing out forgets every draft: the next user of this tab must not find them. */
+export function forgetDrafts(): void {
+  for (const key of Object.keys(sessionStorage)) {
+    if (key.startsWith(PREFIX)) sessionStorage.removeItem(key)
+  }
+}
+
 export function useDraft<T extends object>(key: string, initial: () => T): [T, (update: Partial<T>) => void, () => void] {
-  const storageKey = `orochi.draft.${key}`
+  const storageKey = `${PREFIX}${key}`
   const [draft, setDraft] = useState<Partial<T> | null>(() => read<T>(storageKey))
 
   const update = useCallback((patch: Partial<T>) => setDraft((current) => {

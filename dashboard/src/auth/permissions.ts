@@ -1,4 +1,4 @@
-import type { components } from '../api/schema.gen'
+import type { components } from '@/api/schema.gen'
 
 export type Role = components['schemas']['MemberOut']['role']
 
@@ -14,8 +14,8 @@ const NEEDS = {
   'members:manage': 'admin',
 } as const satisfies Record<string, Role>
 
-export type Action = keyof typeof NEEDS
-export const ROLES: Role[] = ['viewer', 'member', 'admin', 'owner']
+type Action = keyof typeof NEEDS
+const ROLES: Role[] = ['viewer', 'member', 'admin', 'owner']
 
 export function can(role: Role | null | undefined, action: Action): boolean {
   return role != null && RANK[role] >= RANK[NEEDS[action]]

@@ -73,6 +73,18 @@ describe('access token renewal', () => {
     expect(api.sent(REFRESH)).toHaveLength(1)
   })
 
+  it('logs out with the bearer and the cookie, so the API can clear it', async () => {
+    const api = fakeApi({ [LOGIN]: () => json(200, tokens(900, 'access-1')), 'POST /v1/auth/logout': () => json(204, null) })
+    await api.session.login({ email: 'ada@example.com', password: 'correct horse' })
+    await api.session.logout()
+    const [logout] = api.sent('POST /v1/auth/logout')
+    expect(logout!.headers.get('Authorization')).toBe('Bearer access-1')
+    expect(logout!.credentials).toBe('include')
+    expect(api.session.getState()).toEqual({ status: 'signed-out', expired: false })
+    await vi.advanceTimersByTimeAsync(900_000)
+    expect(api.sent(REFRESH)).toHaveLength(0)
+  })
+
   it('restores a session on reload from the refresh cookie alone, or starts signed out', async () => {
     const restored = fakeApi({ [REFRESH]: () => json(200, tokens()) })
     await restored.session.restore()

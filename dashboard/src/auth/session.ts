@@ -1,5 +1,5 @@
-import { createApi, data, type Api, type Fetch } from '../api/client'
-import type { components } from '../api/schema.gen'
+import { createApi, data, type Api, type Fetch } from '@/api/client'
+import type { components } from '@/api/schema.gen'
 
 type TokenResponse = components['schemas']['TokenResponse']
 export type User = components['schemas']['UserOut']

@@ -1,6 +1,6 @@
 import { queryOptions, useQuery } from '@tanstack/react-query'
-import { data } from '../api/client'
-import { useApi } from '../auth/context'
+import { data } from '@/api/client'
+import { useApi } from '@/auth/context'
 
 export function useCatalog() {
   const api = useApi()

@@ -1,8 +1,8 @@
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
-import { call, data } from '../api/client'
-import { useIdempotencyKeys } from '../api/idempotency'
-import type { components } from '../api/schema.gen'
-import { useApi } from '../auth/context'
+import { call, data } from '@/api/client'
+import { useIdempotencyKeys } from '@/api/idempotency'
+import type { components } from '@/api/schema.gen'
+import { useApi } from '@/auth/context'
 import { allPages } from './pages'
 import { clusterPollDelay, clustersPollDelay, operationOpen, pollDelay } from './polling'
 
@@ -11,13 +11,12 @@ export type Operation = components['schemas']['OperationOut']
 export type ClusterCreate = components['schemas']['ClusterCreate']
 export type ClusterPatch = components['schemas']['ClusterPatch']
 export type ScaleRequest = components['schemas']['ScaleRequest']
-export type Credentials = components['schemas']['CredentialsOut']
 /** A cluster as read, with the ETag that an edit of this version sends as If-Match. */
 export type Versioned = { cluster: Cluster; etag: string }
 
 const LIMIT = 100
 
-export const clusterKeys = {
+const clusterKeys = {
   list: (orgId: string) => ['orgs', orgId, 'clusters'] as const,
   one: (orgId: string, clusterId: string) => ['orgs', orgId, 'clusters', clusterId] as const,
   operations: (orgId: string, clusterId: string) => ['orgs', orgId, 'clusters', clusterId, 'operations'] as const,

@@ -1,7 +1,7 @@
 import { keepPreviousData, useQuery } from '@tanstack/react-query'
-import { data } from '../api/client'
-import type { components } from '../api/schema.gen'
-import { useApi } from '../auth/context'
+import { data } from '@/api/client'
+import type { components } from '@/api/schema.gen'
+import { useApi } from '@/auth/context'
 
 export type Series = components['schemas']['SeriesOut']
 export type MetricWindow = Series['window']

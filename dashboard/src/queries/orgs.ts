@@ -1,7 +1,7 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
-import { data } from '../api/client'
-import type { components } from '../api/schema.gen'
-import { useApi } from '../auth/context'
+import { data } from '@/api/client'
+import type { components } from '@/api/schema.gen'
+import { useApi } from '@/auth/context'
 import { allPages } from './pages'
 
 export type Organization = components['schemas']['OrganizationOut']
@@ -11,7 +11,7 @@ type Role = Member['role']
 
 const LIMIT = 100
 
-export const orgKeys = {
+const orgKeys = {
   all: ['orgs'] as const,
   members: (orgId: string) => ['orgs', orgId, 'members'] as const,
   invitations: (orgId: string) => ['orgs', orgId, 'invitations'] as const,

@@ -1,4 +1,4 @@
-import type { components } from '../api/schema.gen'
+import type { components } from '@/api/schema.gen'
 
 type Cluster = components['schemas']['ClusterOut']
 type Operation = components['schemas']['OperationOut']

@@ -1,10 +1,10 @@
 import { createFileRoute, Link, useNavigate } from '@tanstack/react-router'
-import { useSessionState } from '../auth/context'
-import { AuthLayout } from '../features/auth/auth-layout'
-import { RegisterForm } from '../features/auth/forms'
-import { useAcceptInvitation } from '../queries/orgs'
-import { Button } from '../ui/button'
-import { ErrorNotice } from '../ui/error-notice'
+import { useSessionState } from '@/auth/context'
+import { AuthLayout } from '@/features/auth/auth-layout'
+import { RegisterForm } from '@/features/auth/forms'
+import { useAcceptInvitation } from '@/queries/orgs'
+import { Button } from '@/ui/button'
+import { ErrorNotice } from '@/ui/error-notice'
 
 export const Route = createFileRoute('/invite/$token')({ component: InvitePage })
 

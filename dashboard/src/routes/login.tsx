@@ -1,8 +1,8 @@
 import { createFileRoute, Link, Navigate, useNavigate } from '@tanstack/react-router'
-import { useSessionState } from '../auth/context'
-import { AuthLayout } from '../features/auth/auth-layout'
-import { LoginForm } from '../features/auth/forms'
-import { safeRedirect, validateRedirect } from '../features/auth/redirect'
+import { useSessionState } from '@/auth/context'
+import { AuthLayout } from '@/features/auth/auth-layout'
+import { LoginForm } from '@/features/auth/forms'
+import { safeRedirect, validateRedirect } from '@/features/auth/redirect'
 
 export const Route = createFileRoute('/login')({
   validateSearch: validateRedirect,

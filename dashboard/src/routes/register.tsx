@@ -1,7 +1,7 @@
 import { createFileRoute, Link, Navigate, useNavigate } from '@tanstack/react-router'
-import { useSessionState } from '../auth/context'
-import { AuthLayout } from '../features/auth/auth-layout'
-import { RegisterForm } from '../features/auth/forms'
+import { useSessionState } from '@/auth/context'
+import { AuthLayout } from '@/features/auth/auth-layout'
+import { RegisterForm } from '@/features/auth/forms'
 
 export const Route = createFileRoute('/register')({ component: RegisterPage })
 

@@ -4,7 +4,6 @@ import type { ReactNode } from 'react'
 
 export const Dialog = DialogPrimitive.Root
 export const DialogTrigger = DialogPrimitive.Trigger
-export const DialogClose = DialogPrimitive.Close
 
 /** A modal dialog: focus moves in on open, stays trapped, and returns to the trigger on close (Radix). */
 export function DialogContent({ title, description, children }: { title: ReactNode; description?: ReactNode; children: ReactNode }) {

@@ -1,6 +1,6 @@
 import { AlertTriangle } from 'lucide-react'
 import type { ReactNode } from 'react'
-import { ApiError } from '../api/errors'
+import { ApiError } from '@/api/errors'
 
 /**
  * An error as the API documented it: its message, code and request id (to quote to support), and the field details

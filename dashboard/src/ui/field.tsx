@@ -25,7 +25,7 @@ export function Textarea({ className, ...props }: ComponentProps<'textarea'>) {
   return <textarea className={cn(control, 'min-h-20 font-mono', className)} {...props} />
 }
 
-export type ControlProps = { id: string; 'aria-invalid': boolean; 'aria-describedby'?: string }
+type ControlProps = { id: string; 'aria-invalid': boolean; 'aria-describedby'?: string }
 
 /** A labelled control with its hint and its error (an API field detail or a local check), wired for screen readers. */
 export function Field({ label, hint, error, className, children }: {

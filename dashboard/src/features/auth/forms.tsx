@@ -1,11 +1,11 @@
 import { useMutation } from '@tanstack/react-query'
 import { useState, type FormEvent } from 'react'
-import { fieldError } from '../../api/errors'
-import { useSession } from '../../auth/context'
-import type { LoginBody, RegisterBody } from '../../auth/session'
-import { Button } from '../../ui/button'
-import { ErrorNotice } from '../../ui/error-notice'
-import { Field, Input } from '../../ui/field'
+import { fieldError } from '@/api/errors'
+import { useSession } from '@/auth/context'
+import type { LoginBody, RegisterBody } from '@/auth/session'
+import { Button } from '@/ui/button'
+import { ErrorNotice } from '@/ui/error-notice'
+import { Field, Input } from '@/ui/field'
 
 export function LoginForm({ onDone }: { onDone: () => void }) {
   const session = useSession()

@@ -4,20 +4,20 @@ type Schemas = components['schemas']
 // The document states cross-field rules as `anyOf` branches beside the properties (min_instances ≤ max_instances;
 // storage autoscaling on needs max_gb), which openapi-typescript renders as a union with those branches: these are
 // the objects themselves.
-export type AutoscalingPolicy = Extract<Schemas['AutoscalingPolicy'], { min_instances: number }>
+type AutoscalingPolicy = Extract<Schemas['AutoscalingPolicy'], { min_instances: number }>
 type StorageAutoscaling = Exclude<Schemas['StorageAutoscaling'], { enabled: false } | { max_gb: unknown }>
 
 /** A cluster's policy, as the object it is. */
 export function policyOf(value: Schemas['AutoscalingPolicy'] | null | undefined): AutoscalingPolicy | null {
   return value && typeof value.min_instances === 'number' ? (value as AutoscalingPolicy) : null
 }
-export type StorageTiers = Schemas['StorageTiers']
-export type S3Target = Schemas['S3Target']
+type StorageTiers = Schemas['StorageTiers']
+type S3Target = Schemas['S3Target']
 /** The fields the API's errors name under `autoscaling` and `storage_tiers`, which their inputs show (ErrorNotice's `shownFields`). */
 export const AUTOSCALING_FIELDS = ['autoscaling', 'autoscaling.*']
 export const TIER_FIELDS = ['storage_tiers', 'storage_tiers.*']
 
-export type Tier = 'cold' | 'frozen'
+type Tier = 'cold' | 'frozen'
 export const TIERS: Tier[] = ['cold', 'frozen']
 
 /** What the autoscaling inputs hold: the policy with every part present (the API's defaults, README "Autoscaling"). */
@@ -58,7 +58,7 @@ export function autoscalingPolicy(form: AutoscalingForm): AutoscalingPolicy | nu
 }
 
 /** A storage tier's inputs; the secret access key is kept apart (never in a draft). */
-export type TierForm = Omit<S3Target, 'secret_access_key' | 'prefix'> & { on: boolean; prefix: string }
+type TierForm = Omit<S3Target, 'secret_access_key' | 'prefix'> & { on: boolean; prefix: string }
 export type TiersForm = Record<Tier, TierForm>
 export type TierSecrets = Record<Tier, string>
 

@@ -1,11 +1,12 @@
 import { Link, useNavigate, useParams } from '@tanstack/react-router'
 import { ChevronsUpDown, LogOut } from 'lucide-react'
 import type { ReactNode } from 'react'
-import { useSession } from '../../auth/context'
-import type { User } from '../../auth/session'
-import { useOrganizations } from '../../queries/orgs'
-import { Button } from '../../ui/button'
-import { DropdownMenu, DropdownMenuContent, DropdownMenuItem, DropdownMenuLabel, DropdownMenuSeparator, DropdownMenuTrigger } from '../../ui/menu'
+import { useSession } from '@/auth/context'
+import { forgetDrafts } from '@/auth/drafts'
+import type { User } from '@/auth/session'
+import { useOrganizations } from '@/queries/orgs'
+import { Button } from '@/ui/button'
+import { DropdownMenu, DropdownMenuContent, DropdownMenuItem, DropdownMenuLabel, DropdownMenuSeparator, DropdownMenuTrigger } from '@/ui/menu'
 import { Logo } from './logo'
 
 export function Shell({ user, children }: { user: User; children: ReactNode }) {
@@ -81,7 +82,10 @@ function UserMenu({ user }: { user: User }) {
       <DropdownMenuContent>
         <DropdownMenuLabel>{user.email}</DropdownMenuLabel>
         <DropdownMenuSeparator />
-        <DropdownMenuItem onSelect={() => void session.logout()}><LogOut className="size-4" aria-hidden />Sign out</DropdownMenuItem>
+        <DropdownMenuItem onSelect={() => {
+          forgetDrafts()
+          void session.logout()
+        }}><LogOut className="size-4" aria-hidden />Sign out</DropdownMenuItem>
       </DropdownMenuContent>
     </DropdownMenu>
   )

@@ -1,6 +1,6 @@
 import { createFileRoute, Navigate } from '@tanstack/react-router'
-import { useOrganizations } from '../../queries/orgs'
-import { ErrorNotice } from '../../ui/error-notice'
+import { useOrganizations } from '@/queries/orgs'
+import { ErrorNotice } from '@/ui/error-notice'
 
 export const Route = createFileRoute('/_app/')({ component: Home })
 
