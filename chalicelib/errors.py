@@ -8,6 +8,7 @@ from typing import Any
 class AppError(Exception):
     status = 500
     code = "internal_error"
+    retry_after: int | None = None  # seconds, for the Retry-After header of an error worth retrying
 
     def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
@@ -79,6 +80,17 @@ class Unprocessable(AppError):
 class RateLimited(AppError):
     status = 429
     code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
+class Unavailable(AppError):
+    """The service cannot take the request now (the database is over its capacity): retry after a moment."""
+
+    status = 503
+    code = "unavailable"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)

@@ -19,6 +19,7 @@ _STATUS_TEXT = {
     200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Invalid request", 401: "Not authenticated",
     403: "Not allowed for this role", 404: "Not found", 405: "Method not allowed", 409: "Conflict",
     412: "Precondition failed", 413: "Body too large", 422: "Unprocessable", 429: "Too many requests",
+    503: "Over capacity right now (the database throttled the request): retry after Retry-After seconds",
 }
 _SECURITY = {"user": "bearerAuth", "agent": "agentToken"}
 # What a rate-limited route's answers carry (chalicelib/ratelimits.py): always on a success and on its 429, and on
@@ -141,9 +142,9 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         name: {"required": False, "schema": {"type": "string"}, "description": description}
         for name, description in op.response_headers.items()}}
     responses = {str(op.status): success}
-    codes = {400, 413} | ({401} if op.auth != "none" else set()) | ({429} if op.rate_limit != "none" else set())
+    codes = {400, 413, 503} | ({401} if op.auth != "none" else set()) | ({429} if op.rate_limit != "none" else set())
     for code in sorted(codes | set(op.errors)):
-        headers = {**request_id, **({"Retry-After": {"schema": {"type": "string"}}} if code == 429 else {})}
+        headers = {**request_id, **({"Retry-After": {"schema": {"type": "string"}}} if code in (429, 503) else {})}
         if op.rate_limit != "none":
             headers.update(_rate_limit_headers(required=code == 429))
         responses[str(code)] = {

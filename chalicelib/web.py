@@ -25,7 +25,7 @@ from chalicelib import errors, idempotency, ratelimits, telemetry
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings, get_settings
 from chalicelib.shapes import HEADER_PATTERNS
-from chalicelib.store.table import counting_calls, request_scope
+from chalicelib.store.table import counting_calls, request_scope, throttled
 
 if TYPE_CHECKING:
     from chalicelib.store.org_records import Member
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("orochi.web")
 
 MAX_BODY_BYTES = 1024 * 1024
+# DynamoDB over its capacity after the client's retries: the caller may retry in a moment (RFC 9110 15.6.4).
+THROTTLED = "the service is over its capacity right now; retry after the time in Retry-After"
+THROTTLED_RETRY_AFTER = 2
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _EMPTY_BODY = re.compile(rb"[ \t\r\n]*(?:\{[ \t\r\n]*\})?[ \t\r\n]*")  # nothing, or `{}`, in JSON whitespace
 _local = threading.local()
@@ -236,6 +239,11 @@ def _serve_in_scope(operation: Operation, request: Request, params: dict[str, st
             ))
     except errors.AppError as e:
         response = error_response(e)
+    except Exception as e:
+        if not throttled(e):
+            raise
+        log.warning("dynamodb throttled the request", extra={"route": operation.path})
+        response = error_response(errors.Unavailable(THROTTLED, retry_after=THROTTLED_RETRY_AFTER))
     if quota is not None:
         response.headers.update(quota.headers)
     return response
@@ -328,7 +336,7 @@ def error_response(error: errors.AppError) -> Response:
     body: dict[str, Any] = {"code": error.code, "message": error.message, "request_id": current_request_id()}
     if error.details:
         body["details"] = error.details
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, errors.RateLimited) else {}
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
     return json_response(error.status, {"error": body}, headers)
 
 

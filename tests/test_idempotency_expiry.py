@@ -9,16 +9,14 @@ FUNCTION_TIMEOUT_SECONDS on its clock.
 
 from __future__ import annotations
 
-import http.client
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
+from aws_proxy import Answer, AwsProxy, aws_proxy
 from chalicelib.store import keys
 from conftest import Stack, cluster_body, clusters_path, new_stack, until
 
@@ -26,79 +24,51 @@ HELD_TARGET = "DynamoDB_20120810.TransactWriteItems"
 FUNCTION_TIMEOUT = 300  # long enough that no load makes the survivor start after the claim expired
 
 
-class HoldingProxy(ThreadingHTTPServer):
-    """Forwards every AWS request to moto, except that while `holding`, DynamoDB transactions wait and never pass."""
+class Holding:
+    """While `holding`, DynamoDB transactions reach the proxy and never pass: they wait until `dropped`, unanswered."""
 
-    daemon_threads = True
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Forward)
-        self.upstream = urlsplit(upstream)
+    def __init__(self) -> None:
         self.holding = threading.Event()
         self.held = threading.Event()
         self.dropped = threading.Event()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Forward(BaseHTTPRequestHandler):
-    server: HoldingProxy
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.server.holding.is_set() and self.headers.get("X-Amz-Target") == HELD_TARGET:
-            self.server.held.set()
-            self.server.dropped.wait()
-            self.close_connection = True
-            return
-        upstream = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-        upstream.request("POST", self.path, body=body, headers=headers)
-        answer = upstream.getresponse()
-        payload = answer.read()
-        self.send_response(answer.status)
-        for name, value in answer.getheaders():
-            if name.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST
+    def __call__(self, target: str, body: bytes) -> Answer | None:
+        if not (self.holding.is_set() and target == HELD_TARGET):
+            return None
+        self.held.set()
+        self.dropped.wait()
+        return Answer(status=0, body=None)
 
 
 @pytest.fixture
-def proxy(stack_env: dict[str, str]) -> Iterator[HoldingProxy]:
-    server = HoldingProxy(stack_env["AWS_ENDPOINT_URL"])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.dropped.set()
-    server.shutdown()
-    server.server_close()
+def holding() -> Iterator[Holding]:
+    holding = Holding()
+    yield holding
+    holding.dropped.set()
+
+
+@pytest.fixture
+def proxy(stack_env: dict[str, str], holding: Holding) -> Iterator[AwsProxy]:
+    with aws_proxy(stack_env["AWS_ENDPOINT_URL"], holding) as server:
+        yield server
 
 
 def test_a_key_claimed_by_a_killed_server_is_free_again_after_the_function_timeout(
-    stack_env: dict[str, str], proxy: HoldingProxy,
+    stack_env: dict[str, str], proxy: AwsProxy, holding: Holding,
 ) -> None:
     doomed = new_stack({**stack_env, "AWS_ENDPOINT_URL": proxy.url}, FUNCTION_TIMEOUT_SECONDS=str(FUNCTION_TIMEOUT))
     survivor: Stack | None = None
     try:
         owner = doomed.register()
         body, key = cluster_body(), {"Idempotency-Key": f"create-{uuid.uuid4().hex}"}
-        proxy.holding.set()
+        holding.holding.set()
         in_flight = threading.Thread(target=lambda: _ignore_errors(lambda: doomed.post_cluster(owner, body, key)),
                                      daemon=True)
         in_flight.start()
-        until(proxy.held.is_set, timeout=60, what="the create's transaction to reach DynamoDB (the key claimed)")
+        until(holding.held.is_set, timeout=60, what="the create's transaction to reach DynamoDB (the key claimed)")
         doomed.process.kill()
         doomed.process.wait(timeout=30)
-        proxy.dropped.set()
+        holding.dropped.set()
 
         survivor = Stack({**doomed.env, "AWS_ENDPOINT_URL": stack_env["AWS_ENDPOINT_URL"]}, own_clock=True)
         assert survivor.call("GET", clusters_path(owner.org_id), token=owner.access_token).json()["items"] == []

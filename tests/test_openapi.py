@@ -120,13 +120,13 @@ def test_success_response_is_the_pydantic_models_schema(stack: Stack, document: 
 def test_error_responses_reference_the_error_shape(document: dict[str, Any], op: Operation) -> None:
     responses = _spec(document, op)["responses"]
     errors = {int(code) for code in responses if int(code) >= 400}
-    expected = {400, 413, *op.errors} | ({401} if op.auth != "none" else set()) | ({429} if op.rate_limit != "none" else set())
+    expected = {400, 413, 503, *op.errors} | ({401} if op.auth != "none" else set()) | ({429} if op.rate_limit != "none" else set())
     assert errors == expected
     for code in errors:
         assert responses[str(code)]["content"] == {"application/json": {"schema": {"$ref": SCHEMAS + "Error"}}}
         assert responses[str(code)]["headers"]["X-Request-ID"]["required"] is True
-    if 429 in errors:
-        assert "Retry-After" in responses["429"]["headers"]
+    for code in errors & {429, 503}:
+        assert "Retry-After" in responses[str(code)]["headers"]
 
 
 def test_error_shape_is_code_message_request_id_and_optional_details(document: dict[str, Any]) -> None:

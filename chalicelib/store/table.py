@@ -236,6 +236,25 @@ class BadStartKey(Exception):
     """DynamoDB refused the start key of a query."""
 
 
+class Throttled(Exception):
+    """DynamoDB refused a request for want of capacity, after the client's own retries."""
+
+
+# What DynamoDB answers a request over its capacity: the error of a call, and the reason of a cancelled transaction item.
+_THROTTLING_ERRORS = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
+_THROTTLING_REASON = "ThrottlingError"
+
+
+def throttled(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is DynamoDB refusing for want of capacity."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, Throttled) or getattr(seen, "cause_response_code", None) in _THROTTLING_ERRORS:
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def _condition_failed(error: Exception) -> bool:
     return getattr(error, "cause_response_code", None) in ("ConditionalCheckFailedException", "TransactionCanceledException")
 
@@ -297,8 +316,9 @@ class Transaction:
 def transaction() -> Iterator[Transaction]:
     """Commit the writes made in the block atomically.
 
-    Raises ConditionFailed naming the writes whose conditions failed, or Contention when DynamoDB cancelled
-    the transaction only because another one was writing the same items at the same moment.
+    Raises ConditionFailed naming the writes whose conditions failed, Contention when DynamoDB cancelled
+    the transaction only because another one was writing the same items at the same moment, or Throttled when it
+    cancelled it for want of capacity.
     """
     tx = Transaction()
     try:
@@ -308,6 +328,8 @@ def transaction() -> Iterator[Transaction]:
         if not _condition_failed(e):
             raise
         failed = tx.failed_labels(e)
+        if not failed and tx.failed_labels(e, _THROTTLING_REASON):
+            raise Throttled() from e
         if not failed and tx.failed_labels(e, "TransactionConflict"):
             raise Contention() from e
         raise ConditionFailed(failed) from e
