@@ -1564,6 +1564,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     fleet_metrics: {
@@ -1630,6 +1642,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     openapi_document: {
@@ -1666,6 +1690,18 @@ export interface operations {
             /** @description Body too large */
             413: {
                 headers: {
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
                     [name: string]: unknown;
@@ -1765,6 +1801,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -1881,6 +1935,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -2044,6 +2116,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     heartbeat: {
@@ -2136,6 +2226,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -2254,6 +2362,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -2388,6 +2514,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     logout: {
@@ -2476,6 +2620,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -2582,6 +2744,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     refresh: {
@@ -2652,6 +2832,18 @@ export interface operations {
             /** @description Body too large */
             413: {
                 headers: {
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
                     [name: string]: unknown;
@@ -2785,6 +2977,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     get_catalog: {
@@ -2821,6 +3031,18 @@ export interface operations {
             /** @description Body too large */
             413: {
                 headers: {
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
                     [name: string]: unknown;
@@ -2964,6 +3186,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     list_orgs: {
@@ -3055,6 +3295,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -3171,6 +3429,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -3317,6 +3593,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     list_clusters: {
@@ -3428,6 +3722,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -3610,6 +3922,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     get_cluster: {
@@ -3718,6 +4048,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -3888,6 +4236,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -4088,6 +4454,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     get_credentials: {
@@ -4239,6 +4623,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     get_metrics: {
@@ -4349,6 +4751,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -4478,6 +4898,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     get_operation: {
@@ -4587,6 +5025,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -4788,6 +5244,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     list_invitations: {
@@ -4915,6 +5389,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -5061,6 +5553,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     revoke_invitation: {
@@ -5193,6 +5703,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     list_members: {
@@ -5303,6 +5831,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
@@ -5461,6 +6007,24 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     change_role: {
@@ -5607,6 +6171,24 @@ export interface operations {
                     "RateLimit-Remaining": number;
                     /** @description seconds until the window resets */
                     "RateLimit-Reset": number;
+                    "Retry-After"?: string;
+                    /** @description the request id */
+                    "X-Request-ID": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over capacity right now (the database throttled the request): retry after Retry-After seconds */
+            503: {
+                headers: {
+                    /** @description requests allowed in the caller's one-minute window */
+                    "RateLimit-Limit"?: number;
+                    /** @description requests left in the window */
+                    "RateLimit-Remaining"?: number;
+                    /** @description seconds until the window resets */
+                    "RateLimit-Reset"?: number;
                     "Retry-After"?: string;
                     /** @description the request id */
                     "X-Request-ID": string;
