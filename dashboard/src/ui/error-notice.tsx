@@ -38,6 +38,6 @@ export function ErrorNotice({ error, shownFields = [], children }: { error: unkn
 function headline(error: unknown): string {
   if (!(error instanceof ApiError)) return error instanceof Error ? error.message : 'Something went wrong.'
   if (error.status === 412) return 'This cluster changed since you loaded it. Load the latest version, check your changes and apply them again.'
-  if (error.status === 429 && error.retryAfter) return `${error.message} Try again in ${error.retryAfter} s.`
+  if ((error.status === 429 || error.status === 503) && error.retryAfter) return `${error.message} Try again in ${error.retryAfter} s.`
   return error.message
 }

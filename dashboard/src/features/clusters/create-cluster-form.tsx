@@ -122,6 +122,7 @@ export function CreateClusterForm({ orgId, catalog }: { orgId: string; catalog: 
       </Card>
       <ErrorNotice error={error} shownFields={SHOWN} />
       <div className="flex justify-end gap-2">
+        <Button variant="ghost" onClick={() => { clearDraft(); create.reset() }}>Reset form</Button>
         <Button type="submit" disabled={create.isPending}>{create.isPending ? 'Creating…' : 'Create cluster'}</Button>
       </div>
     </form>
