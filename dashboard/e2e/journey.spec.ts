@@ -83,6 +83,7 @@ test('an owner creates, connects to, scales and deletes a cluster; a viewer sees
       await expect(metrics.getByRole('tab', { name: window })).toHaveAttribute('aria-selected', 'true')
     }
     await expect(metrics.getByTestId('metrics-latest')).toBeVisible({ timeout: 120_000 })
+    await expect(metrics.locator('.recharts-line-dot').first()).toBeVisible()
     await checkPage(page, testInfo, 'cluster-metrics')
   })
 

@@ -4,32 +4,7 @@ import { useMetrics, WINDOWS, type MetricWindow, type Series } from '@/queries/m
 import { Card, CardHeader } from '@/ui/card'
 import { ErrorNotice } from '@/ui/error-notice'
 import { Tabs } from '@/ui/tabs'
-
-type Point = Series['points'][number]
-type Line = { label: string; value: (p: Point) => number | null | undefined; color: string }
-type Chart = { title: string; unit: string; lines: Line[]; limit?: (s: Series) => number | null | undefined }
-
-const CHARTS: Chart[] = [
-  { title: 'CPU and memory', unit: '%', lines: [
-    { label: 'CPU avg', value: (p) => p.cpu_percent.avg, color: '#0f766e' },
-    { label: 'CPU max', value: (p) => p.cpu_percent.max, color: '#5eead4' },
-    { label: 'Memory avg', value: (p) => p.memory_percent.avg, color: '#7c3aed' },
-  ] },
-  { title: 'Connections', unit: '', limit: (s) => s.max_connections, lines: [
-    { label: 'avg', value: (p) => p.connections.avg, color: '#0369a1' },
-    { label: 'max', value: (p) => p.connections.max, color: '#7dd3fc' },
-  ] },
-  { title: 'Transactions per second', unit: '/s', lines: [
-    { label: 'avg', value: (p) => p.transactions_per_second.avg, color: '#b45309' },
-    { label: 'max', value: (p) => p.transactions_per_second.max, color: '#fcd34d' },
-  ] },
-  { title: 'Storage used', unit: ' GB', limit: (s) => s.storage_gb, lines: [
-    { label: 'used', value: (p) => p.storage_used_gb.last, color: '#be123c' },
-  ] },
-  { title: 'Replication lag', unit: ' s', lines: [
-    { label: 'max', value: (p) => p.replication_lag_seconds.max, color: '#4d7c0f' },
-  ] },
-]
+import { CHARTS, chartRows, type Chart } from './metric-charts'
 
 const LATEST: Record<string, [string, string]> = {
   cpu_percent: ['CPU', ' %'], memory_percent: ['memory', ' %'], connections: ['connections', ''], storage_used_gb: ['storage used', ' GB'],
@@ -77,7 +52,7 @@ function Latest({ series }: { series: Series }) {
 }
 
 function MetricChart({ chart, series }: { chart: Chart; series: Series }) {
-  const rows = series.points.map((p) => ({ at: p.start * 1000, ...Object.fromEntries(chart.lines.map((l) => [l.label, l.value(p) ?? null])) }))
+  const rows = chartRows(chart, series)
   const limit = chart.limit?.(series)
   return (
     <figure>
