@@ -2,11 +2,12 @@
 
 The bucket blocks every kind of public access and is readable only by the distribution (origin access control,
 SigV4, the distribution's ARN in the bucket policy's condition). Viewers get HTTPS only (HTTP redirects), and every
-answer carries the dashboard's security headers, read from the one file the dashboard's own preview server serves
-them from (`dashboard/security-headers.json`), so the CSP the end-to-end tests run under is the one users get.
+answer carries the dashboard's security headers, as its own preview server sends them (`dashboard/vite.config.ts`,
+printed by `dashboard/scripts/security-headers.mjs` for the API the bundle calls), so the CSP the end-to-end tests
+run under is the one users get.
 Routes of the single-page app that are not files answer `index.html`.
 
-    python -m infra.dashboard_site build/sam.json dashboard/security-headers.json
+    python -m infra.dashboard_site build/sam.json build/dashboard-security-headers.json
 
 Its name is the prod stage's allowed origin (a template parameter, with the ACM certificate for it).
 

@@ -404,8 +404,6 @@ def test_an_idempotency_claim_in_progress_expires_with_the_function_timeout(temp
 
 # --- the dashboard: a private bucket behind CloudFront ---------------------------------------------------------------
 
-DASHBOARD = ROOT / "dashboard"
-
 
 def test_the_dashboard_bucket_is_private_and_only_its_distribution_reads_it(template):
     (bucket_name, bucket), = resources(template, "AWS::S3::Bucket").items()
@@ -433,7 +431,7 @@ def test_the_dashboard_bucket_is_private_and_only_its_distribution_reads_it(temp
     assert origin["OriginAccessControlId"] == {"Fn::GetAtt": [control_name, "Id"]}
 
 
-def test_the_dashboard_is_https_only_under_the_prod_origin_with_its_own_security_headers(template):
+def test_the_dashboard_is_https_only_under_the_prod_origin_with_its_own_security_headers(template, build):
     (distribution,) = resources(template, "AWS::CloudFront::Distribution").values()
     config = distribution["Properties"]["DistributionConfig"]
     behaviour = config["DefaultCacheBehavior"]
@@ -445,13 +443,15 @@ def test_the_dashboard_is_https_only_under_the_prod_origin_with_its_own_security
     assert f"https://{template['Parameters']['DashboardDomain']['Default']}" == prod_origins[0]
     (policy_name, policy), = resources(template, "AWS::CloudFront::ResponseHeadersPolicy").items()
     assert behaviour["ResponseHeadersPolicyId"] == {"Ref": policy_name}
-    served = json.loads((DASHBOARD / "security-headers.json").read_text())
+    # What the dashboard's preview server sends (vite.config.ts), for the API the bundle calls: what e2e ran under.
+    served = json.loads((build / "dashboard-security-headers.json").read_text())
     security = policy["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
     custom = policy["Properties"]["ResponseHeadersPolicyConfig"].get("CustomHeadersConfig", {"Items": []})["Items"]
     csp = security["ContentSecurityPolicy"]["ContentSecurityPolicy"]
     assert csp == next(v for k, v in served.items() if k.lower() == "content-security-policy")
     directives = {d.split()[0]: d.split()[1:] for d in (p.strip() for p in csp.split(";")) if d}
     assert directives["script-src"] == ["'self'"], csp
+    assert DASHBOARD_API_URL in directives["connect-src"], csp
     assert directives["frame-ancestors"] == ["'none'"], csp
     assert all(entry["Override"] for entry in [*security.values(), *custom])
     assert security["StrictTransportSecurity"]["AccessControlMaxAgeSec"] >= 31536000
