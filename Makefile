@@ -64,7 +64,8 @@ PACKAGE_ENV := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
 	JOB_QUEUE_URL_TEMPLATE='https://sqs.invalid/000000000000/orochi-jobs-{region}.fifo'
 
 # The dashboard's static bundle goes to $(PACKAGE_DIR)/dashboard, built to call DASHBOARD_API_URL, and its hosting (a
-# private bucket behind CloudFront with the dashboard's security headers) into the template (infra/dashboard_site.py).
+# private bucket behind CloudFront with the dashboard's security headers, and the API on DASHBOARD_API_URL's host)
+# into the template (infra/dashboard_site.py).
 DASHBOARD_API_URL ?= https://api.orochi.example
 
 package: $(STAMP) $(DASHBOARD_STAMP)
@@ -73,7 +74,8 @@ package: $(STAMP) $(DASHBOARD_STAMP)
 	$(PY) infra/bytecompile.py $(PACKAGE_DIR)/deployment.zip
 	cd dashboard && VITE_API_URL=$(DASHBOARD_API_URL) node scripts/security-headers.mjs \
 		> $(abspath $(PACKAGE_DIR))/dashboard-security-headers.json
-	$(PY) -m infra.dashboard_site $(PACKAGE_DIR)/sam.json $(PACKAGE_DIR)/dashboard-security-headers.json
+	$(PY) -m infra.dashboard_site $(PACKAGE_DIR)/sam.json $(PACKAGE_DIR)/dashboard-security-headers.json \
+		--api-url $(DASHBOARD_API_URL)
 	cd dashboard && VITE_API_URL=$(DASHBOARD_API_URL) $(VITE) build --outDir $(abspath $(PACKAGE_DIR))/dashboard --emptyOutDir
 
 clean:

@@ -1,4 +1,5 @@
-"""Add the dashboard's hosting to the packaged template: a private S3 bucket behind CloudFront.
+"""Add the dashboard's hosting to the packaged template: a private S3 bucket behind CloudFront, and the API's
+custom domain on the same site (the refresh cookie is SameSite=Strict: the dashboard and the API must share a site).
 
 The bucket blocks every kind of public access and is readable only by the distribution (origin access control,
 SigV4, the distribution's ARN in the bucket policy's condition). Viewers get HTTPS only (HTTP redirects), and every
@@ -7,9 +8,10 @@ printed by `dashboard/scripts/security-headers.mjs` for the API the bundle calls
 run under is the one users get.
 Routes of the single-page app that are not files answer `index.html`.
 
-    python -m infra.dashboard_site build/sam.json build/dashboard-security-headers.json
+    python -m infra.dashboard_site build/sam.json build/dashboard-security-headers.json --api-url https://api.orochi.example
 
-Its name is the prod stage's allowed origin (a template parameter, with the ACM certificate for it).
+Its name is the prod stage's allowed origin, and the API's is the host of the URL the bundle calls (template
+parameters with defaults, each with its ACM certificate).
 
 The bundle itself is uploaded after the stack is deployed (README: "Shipping the dashboard").
 """
@@ -25,6 +27,8 @@ from urllib.parse import urlparse
 # AWS's managed cache policy "CachingOptimized" (the same id in every account).
 CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 ORIGIN_ID = "dashboard-bucket"
+_CERTIFICATE = "arn:aws[a-z-]*:acm:{region}:[0-9]{{12}}:certificate/.+"
+API = "RestAPI"  # chalice's name for the API in the template
 
 
 def security_headers_config(headers: dict[str, str]) -> dict[str, Any]:
@@ -59,15 +63,26 @@ def _hsts(value: str) -> dict[str, Any]:
             "Preload": "preload" in parts, "Override": True}
 
 
-def parameters(domain: str) -> dict[str, Any]:
-    """The dashboard's name (the API's allowed origin, so that CORS and the same-site refresh cookie work) and its
-    certificate (ACM, in us-east-1 as CloudFront requires), given at deploy time."""
+def parameters(domain: str, api_domain: str) -> dict[str, Any]:
+    """The dashboard's name (the API's allowed origin, so that CORS works), the API's (the host the bundle calls, on
+    the same site, so that the refresh cookie flows) and their certificates, given at deploy time."""
     return {
         "DashboardDomain": {"Type": "String", "Default": domain,
                             "Description": "The dashboard's host name: the prod stage's ALLOWED_ORIGINS"},
-        "DashboardCertificateArn": {"Type": "String", "AllowedPattern": "arn:aws[a-z-]*:acm:us-east-1:[0-9]{12}:certificate/.+",
-                                    "Description": "An ACM certificate for DashboardDomain, in us-east-1"},
+        "DashboardCertificateArn": {"Type": "String", "AllowedPattern": _CERTIFICATE.format(region="us-east-1"),
+                                    "Description": "An ACM certificate for DashboardDomain, in us-east-1 (CloudFront's)"},
+        "ApiDomain": {"Type": "String", "Default": api_domain,
+                      "Description": "The API's host name, on the dashboard's site: the host of DASHBOARD_API_URL"},
+        "ApiCertificateArn": {"Type": "String", "AllowedPattern": _CERTIFICATE.format(region="us-east-1"),
+                              "Description": "An ACM certificate for ApiDomain, in us-east-1 (an edge-optimized API's)"},
     }
+
+
+def api_domain(api: dict[str, Any]) -> dict[str, Any]:
+    """The API's custom domain (SAM's `Domain` of the API), at the root: https://<ApiDomain>/v1/…"""
+    return {"DomainName": {"Ref": "ApiDomain"}, "CertificateArn": {"Ref": "ApiCertificateArn"},
+            "EndpointConfiguration": api["Properties"]["EndpointConfiguration"], "SecurityPolicy": "TLS_1_2",
+            "BasePath": ["/"]}
 
 
 def resources(headers: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -155,14 +170,26 @@ def resources(headers: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     return found, outputs
 
 
-def add_to(template: dict[str, Any], headers: dict[str, str], *, domain: str) -> None:
+def add_to(template: dict[str, Any], headers: dict[str, str], *, domain: str, api_url: str) -> None:
+    api_host = urlparse(api_url).netloc
+    if _site(api_host) != _site(domain):
+        raise SystemExit(f"the API ({api_host}) must be on the dashboard's site ({domain}) for its SameSite=Strict "
+                         "refresh cookie to flow: set DASHBOARD_API_URL to a host of that site")
     found, outputs = resources(headers)
-    sections = {"Parameters": parameters(domain), "Resources": found, "Outputs": outputs}
+    outputs["ApiUrl"] = {"Value": {"Fn::Sub": "https://${ApiDomain}"}, "Description": "what the dashboard calls"}
+    sections = {"Parameters": parameters(domain, api_host), "Resources": found, "Outputs": outputs}
     clash = [name for section, added in sections.items() for name in added if name in template.get(section, {})]
-    if clash:
-        raise SystemExit(f"the template already has {sorted(clash)}")
+    api = template["Resources"][API]
+    if clash or "Domain" in api["Properties"]:
+        raise SystemExit(f"the template already has {sorted(clash) or 'a domain for the API'}")
     for section, added in sections.items():
         template.setdefault(section, {}).update(added)
+    api["Properties"]["Domain"] = api_domain(api)
+
+
+def _site(host: str) -> str:
+    """A host's site as its last two labels (enough for orochi.example; a suffix like co.uk needs the PSL)."""
+    return ".".join(host.split(":")[0].split(".")[-2:])
 
 
 def prod_origin(config: Path) -> str:
@@ -177,9 +204,10 @@ def main() -> None:
     parser.add_argument("headers", type=Path, help="the dashboard's security headers (a JSON object)")
     parser.add_argument("--config", type=Path, default=Path(".chalice/config.json"),
                         help="chalice's config: the dashboard's domain is the prod stage's allowed origin")
+    parser.add_argument("--api-url", required=True, help="the API's URL the dashboard is built to call")
     args = parser.parse_args()
     template = json.loads(args.template.read_text())
-    add_to(template, json.loads(args.headers.read_text()), domain=prod_origin(args.config))
+    add_to(template, json.loads(args.headers.read_text()), domain=prod_origin(args.config), api_url=args.api_url)
     args.template.write_text(json.dumps(template, indent=2) + "\n")
 
 

@@ -58,7 +58,7 @@ PYNAMODB_CALLS = {
 LOCAL_ONLY = {"create_table", "create_queues"}
 BATCH_OPERATIONS = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage",
                     "ChangeMessageVisibilityBatch": "ChangeMessageVisibility"}
-DASHBOARD_API_URL = "https://api.package-test.example"  # the API the dashboard bundle is built to call
+DASHBOARD_API_URL = "https://api-package-test.orochi.example"  # the API the dashboard bundle is built to call
 PSEUDO_PARAMETERS = {"AWS::Region": "us-east-1", "AWS::URLSuffix": "amazonaws.com", "AWS::AccountId": "123456789012"}
 
 
@@ -476,3 +476,33 @@ def test_the_dashboard_bundle_calls_the_prod_api_and_has_no_inline_script(build:
     bundle = "".join(p.read_text(errors="replace") for p in site.rglob("*.js"))
     assert DASHBOARD_API_URL in bundle
     assert "http://localhost:8000" not in bundle  # the development default
+
+
+def test_the_api_answers_on_the_host_the_dashboard_calls_on_the_dashboards_site(template):
+    """The refresh cookie is SameSite=Strict: the dashboard's domain and the API's must be one site."""
+    (api,) = resources(template, "AWS::Serverless::Api").values()
+    domain = api["Properties"]["Domain"]
+    assert domain["DomainName"] == {"Ref": "ApiDomain"} and domain["BasePath"] == ["/"]
+    assert domain["CertificateArn"] == {"Ref": "ApiCertificateArn"} and domain["SecurityPolicy"] == "TLS_1_2"
+    assert domain["EndpointConfiguration"] == api["Properties"]["EndpointConfiguration"] == "EDGE"  # a us-east-1 cert
+    parameters = template["Parameters"]
+    assert f"https://{parameters['ApiDomain']['Default']}" == DASHBOARD_API_URL
+    assert re.fullmatch(parameters["ApiCertificateArn"]["AllowedPattern"],
+                        "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d")
+    assert not re.fullmatch(parameters["DashboardCertificateArn"]["AllowedPattern"],
+                            "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d")
+    assert parameters["ApiDomain"]["Default"].endswith(".orochi.example")
+    assert parameters["DashboardDomain"]["Default"].endswith(".orochi.example")
+
+
+def test_packaging_refuses_an_api_on_another_site_than_the_dashboard(tmp_path: Path) -> None:
+    template = tmp_path / "sam.json"
+    template.write_text(json.dumps({"Resources": {"RestAPI": {"Type": "AWS::Serverless::Api",
+                                                              "Properties": {"EndpointConfiguration": "EDGE"}}}}))
+    headers = tmp_path / "headers.json"
+    headers.write_text(json.dumps({"Content-Security-Policy": "script-src 'self'"}))
+    command = [sys.executable, "-m", "infra.dashboard_site", str(template), str(headers), "--api-url",
+               "https://abc123.execute-api.us-east-1.amazonaws.com"]
+    refused = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "must be on the dashboard's site (app.orochi.example)" in refused.stderr
+    assert "Domain" not in json.loads(template.read_text())["Resources"]["RestAPI"]["Properties"]
