@@ -86,7 +86,7 @@ export function CreateClusterForm({ orgId, catalog }: { orgId: string; catalog: 
       </Card>
       <Card>
         <CardHeader title="Compute and storage" />
-        <div className="grid gap-4 sm:grid-cols-3">
+        <div className="grid gap-4 sm:grid-cols-[2fr_1fr_1fr]">
           <Field label="Size" error={fieldError(error, 'size')}>
             {(c) => (
               <Select {...c} value={form.size} onChange={(e) => update({ size: e.target.value })}>
