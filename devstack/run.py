@@ -1,8 +1,8 @@
 """`make run`: the whole system on this machine until Ctrl-C.
 
 Starts a moto server (DynamoDB, SQS) on loopback, creates the table and queues, serves the API with
-`chalice local --stage dev`, fires the scheduled functions on their rates, and runs one local agent per
-region (real PostgreSQL servers). The dev stage in .chalice/config.json is the single source of their
+`chalice local --stage dev`, fires the scheduled functions on their rates, runs one local agent per
+region (real PostgreSQL servers), and serves the built dashboard on http://localhost:5173. The dev stage in .chalice/config.json is the single source of their
 settings. Ctrl-C stops the agents, which stop their servers; the servers' data stays on disk.
 """
 
@@ -23,6 +23,8 @@ from devstack.ports import wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 API_PORT = int(os.environ.get("API_PORT", "8000"))
+DASHBOARD = ROOT / "dashboard"
+DASHBOARD_PORT = 5173  # an origin the dev stage allows (ALLOWED_ORIGINS)
 
 
 def stage_environment(stage: str = "dev") -> dict[str, str]:
@@ -70,8 +72,14 @@ def main() -> None:
     api_url = f"http://127.0.0.1:{API_PORT}"
     local_agents = agents.start(env, regions=agent_regions, api_url=api_url)
     children += [process for _, _, process in local_agents]
+    # The built dashboard (`make run` builds it), served as CloudFront would: the static files and their headers.
+    dashboard = subprocess.Popen(["node", "node_modules/vite/bin/vite.js", "preview", "--host", "127.0.0.1", "--port",
+                                  str(DASHBOARD_PORT), "--strictPort"], cwd=DASHBOARD, env=env)
+    children.append(dashboard)
+    wait_for_port(DASHBOARD_PORT, process=dashboard)
     agent_lines = "".join(f"\n    {region}: health http://127.0.0.1:{port}/readyz" for region, port, _ in local_agents)
-    print(f"\nOrochi DB is up.\n  API:       {api_url}  (try GET /health, /openapi.json)\n"
+    print(f"\nOrochi DB is up.\n  Dashboard: http://localhost:{DASHBOARD_PORT}\n"
+          f"  API:       {api_url}  (try GET /health, /openapi.json)\n"
           f"  DynamoDB and SQS (moto): {env['AWS_ENDPOINT_URL']}\n  Scheduled functions: the reaper and the autoscaler, every minute\n"
           f"  Local agents (real PostgreSQL servers):{agent_lines}\n"
           "Press Ctrl-C to stop.", flush=True)

@@ -58,6 +58,7 @@ PYNAMODB_CALLS = {
 LOCAL_ONLY = {"create_table", "create_queues"}
 BATCH_OPERATIONS = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage",
                     "ChangeMessageVisibilityBatch": "ChangeMessageVisibility"}
+DASHBOARD_API_URL = "https://api-package-test.orochi.example"  # the API the dashboard bundle is built to call
 PSEUDO_PARAMETERS = {"AWS::Region": "us-east-1", "AWS::URLSuffix": "amazonaws.com", "AWS::AccountId": "123456789012"}
 
 
@@ -66,7 +67,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("package") / "build"
     # `-o` the install stamp: run the packaging with the environment at hand, never pip.
     command = ["make", "--no-print-directory", "-o", f"{VENV}/.installed", f"VENV={VENV}", f"PACKAGE_DIR={out}",
-               "package"]
+               f"DASHBOARD_API_URL={DASHBOARD_API_URL}", "package"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return out
@@ -399,3 +400,109 @@ def test_an_idempotency_claim_in_progress_expires_with_the_function_timeout(temp
         timeout = properties.get("Timeout", template.get("Globals", {}).get("Function", {}).get("Timeout"))
         assert timeout is not None
         assert properties["Environment"]["Variables"]["FUNCTION_TIMEOUT_SECONDS"] == str(timeout)
+
+
+# --- the dashboard: a private bucket behind CloudFront ---------------------------------------------------------------
+
+
+def test_the_dashboard_bucket_is_private_and_only_its_distribution_reads_it(template):
+    (bucket_name, bucket), = resources(template, "AWS::S3::Bucket").items()
+    access = bucket["Properties"]["PublicAccessBlockConfiguration"]
+    assert access == {"BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True,
+                      "RestrictPublicBuckets": True}
+    assert bucket["Properties"]["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    (policy,) = resources(template, "AWS::S3::BucketPolicy").values()
+    assert policy["Properties"]["Bucket"] == {"Ref": bucket_name}
+    allows = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    (distribution_name,) = resources(template, "AWS::CloudFront::Distribution")
+    assert allows == [{
+        "Sid": "CloudFrontReadsThroughOriginAccessControl", "Effect": "Allow",
+        "Principal": {"Service": "cloudfront.amazonaws.com"}, "Action": "s3:GetObject",
+        "Resource": {"Fn::Sub": f"${{{bucket_name}.Arn}}/*"},
+        "Condition": {"StringEquals": {"AWS:SourceArn": {"Fn::Sub": "arn:${AWS::Partition}:cloudfront::"
+                                                                    f"${{AWS::AccountId}}:distribution/${{{distribution_name}}}"}}},
+    }]
+    (control_name, control), = resources(template, "AWS::CloudFront::OriginAccessControl").items()
+    assert control["Properties"]["OriginAccessControlConfig"] | {"Name": None} == {
+        "Name": None, "OriginAccessControlOriginType": "s3", "SigningBehavior": "always", "SigningProtocol": "sigv4"}
+    (origin,) = resources(template, "AWS::CloudFront::Distribution")[distribution_name]["Properties"][
+        "DistributionConfig"]["Origins"]
+    assert origin["DomainName"] == {"Fn::GetAtt": [bucket_name, "RegionalDomainName"]}
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": [control_name, "Id"]}
+
+
+def test_the_dashboard_is_https_only_under_the_prod_origin_with_its_own_security_headers(template, build):
+    (distribution,) = resources(template, "AWS::CloudFront::Distribution").values()
+    config = distribution["Properties"]["DistributionConfig"]
+    behaviour = config["DefaultCacheBehavior"]
+    assert behaviour["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert config["ViewerCertificate"]["MinimumProtocolVersion"] == "TLSv1.2_2021"
+    assert config["Aliases"] == [{"Ref": "DashboardDomain"}]
+    prod_origins = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["prod"][
+        "environment_variables"]["ALLOWED_ORIGINS"].split(",")
+    assert f"https://{template['Parameters']['DashboardDomain']['Default']}" == prod_origins[0]
+    (policy_name, policy), = resources(template, "AWS::CloudFront::ResponseHeadersPolicy").items()
+    assert behaviour["ResponseHeadersPolicyId"] == {"Ref": policy_name}
+    # What the dashboard's preview server sends (vite.config.ts), for the API the bundle calls: what e2e ran under.
+    served = json.loads((build / "dashboard-security-headers.json").read_text())
+    security = policy["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    custom = policy["Properties"]["ResponseHeadersPolicyConfig"].get("CustomHeadersConfig", {"Items": []})["Items"]
+    csp = security["ContentSecurityPolicy"]["ContentSecurityPolicy"]
+    assert csp == next(v for k, v in served.items() if k.lower() == "content-security-policy")
+    directives = {d.split()[0]: d.split()[1:] for d in (p.strip() for p in csp.split(";")) if d}
+    assert directives["script-src"] == ["'self'"], csp
+    assert DASHBOARD_API_URL in directives["connect-src"], csp
+    assert directives["frame-ancestors"] == ["'none'"], csp
+    assert all(entry["Override"] for entry in [*security.values(), *custom])
+    assert security["StrictTransportSecurity"]["AccessControlMaxAgeSec"] >= 31536000
+    spelled = {"content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy",
+               "strict-transport-security"}
+    assert {e["Header"].lower() for e in custom} == {k.lower() for k in served} - spelled
+
+
+def test_the_dashboards_single_page_routes_answer_its_index(template):
+    (distribution,) = resources(template, "AWS::CloudFront::Distribution").values()
+    config = distribution["Properties"]["DistributionConfig"]
+    assert config["DefaultRootObject"] == "index.html"
+    assert {(e["ErrorCode"], e["ResponseCode"], e["ResponsePagePath"]) for e in config["CustomErrorResponses"]} == {
+        (403, 200, "/index.html"), (404, 200, "/index.html")}
+
+
+def test_the_dashboard_bundle_calls_the_prod_api_and_has_no_inline_script(build: Path) -> None:
+    site = build / "dashboard"
+    index = (site / "index.html").read_text()
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", index, flags=re.S)
+    assert scripts and all("src=" in attributes and not body.strip() for attributes, body in scripts), scripts
+    bundle = "".join(p.read_text(errors="replace") for p in site.rglob("*.js"))
+    assert DASHBOARD_API_URL in bundle
+    assert "http://localhost:8000" not in bundle  # the development default
+
+
+def test_the_api_answers_on_the_host_the_dashboard_calls_on_the_dashboards_site(template):
+    """The refresh cookie is SameSite=Strict: the dashboard's domain and the API's must be one site."""
+    (api,) = resources(template, "AWS::Serverless::Api").values()
+    domain = api["Properties"]["Domain"]
+    assert domain["DomainName"] == {"Ref": "ApiDomain"} and domain["BasePath"] == ["/"]
+    assert domain["CertificateArn"] == {"Ref": "ApiCertificateArn"} and domain["SecurityPolicy"] == "TLS_1_2"
+    assert domain["EndpointConfiguration"] == api["Properties"]["EndpointConfiguration"] == "EDGE"  # a us-east-1 cert
+    parameters = template["Parameters"]
+    assert f"https://{parameters['ApiDomain']['Default']}" == DASHBOARD_API_URL
+    assert re.fullmatch(parameters["ApiCertificateArn"]["AllowedPattern"],
+                        "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d")
+    assert not re.fullmatch(parameters["DashboardCertificateArn"]["AllowedPattern"],
+                            "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d")
+    assert parameters["ApiDomain"]["Default"].endswith(".orochi.example")
+    assert parameters["DashboardDomain"]["Default"].endswith(".orochi.example")
+
+
+def test_packaging_refuses_an_api_on_another_site_than_the_dashboard(tmp_path: Path) -> None:
+    template = tmp_path / "sam.json"
+    template.write_text(json.dumps({"Resources": {"RestAPI": {"Type": "AWS::Serverless::Api",
+                                                              "Properties": {"EndpointConfiguration": "EDGE"}}}}))
+    headers = tmp_path / "headers.json"
+    headers.write_text(json.dumps({"Content-Security-Policy": "script-src 'self'"}))
+    command = [sys.executable, "-m", "infra.dashboard_site", str(template), str(headers), "--api-url",
+               "https://abc123.execute-api.us-east-1.amazonaws.com"]
+    refused = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "must be on the dashboard's site (app.orochi.example)" in refused.stderr
+    assert "Domain" not in json.loads(template.read_text())["Resources"]["RestAPI"]["Properties"]
