@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.run_all dynamo_calls scale_independence endpoint_latency  # the cluster/agent ones
     .venv/bin/python -m bench.run_all agent_loop  # the real loop: API (HTTP) + agent + PostgreSQL servers
     .venv/bin/python -m bench.run_all cnpg_loop   # the real loop with the cnpg driver: + Kubernetes and CNPG
+    .venv/bin/python -m bench.run_all dashboard_bundle  # what the web console weighs
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from bench.report import machine
 from devstack.harness import ROOT
 
 BENCHMARKS = ["cold_start", "dynamo_calls", "login_latency", "scale_independence", "endpoint_latency",
-              "agent_loop", "cnpg_loop"]
+              "autoscaler_tick", "metrics_series", "agent_loop", "cnpg_loop", "dashboard_bundle"]
 
 
 def main() -> int:
