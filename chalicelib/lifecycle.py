@@ -128,7 +128,7 @@ def change(
     """
     def attempt() -> Change:
         cluster = load()
-        if if_match is not None and if_match.strip() not in ("*", etag(cluster), f"W/{etag(cluster)}"):
+        if if_match is not None and not matches(if_match, etag(cluster)):
             raise _etag_mismatch()
         if cluster.status == "deleting":
             raise errors.Conflict("the cluster is being deleted")
@@ -157,6 +157,14 @@ def change(
 
 def etag(cluster: Cluster) -> str:
     return f'"{cluster.version}"'
+
+
+def matches(if_match: str, current: str) -> bool:
+    """RFC 9110 13.1.1: `*`, or a list of entity tags of which one is `current` by the strong comparison (a weak
+    tag, `W/"…"`, never matches). The header's syntax is checked before (shapes.HEADER_PATTERNS)."""
+    if if_match.strip() == "*":
+        return True
+    return current in (tag.strip() for tag in if_match.split(","))
 
 
 def _etag_mismatch() -> errors.PreconditionFailed:

@@ -123,7 +123,7 @@ JSON_INTEGER = BeforeValidator(_integral)
 HEADER_PATTERNS = {
     "Idempotency-Key": r"^[!-~]{1,255}$",
     # One entity tag (RFC 9110 8.8.3), weak or strong, or `*`.
-    "If-Match": r'^(?:\*|(?:W/)?"[!#-~]{0,250}")$',
+    "If-Match": r'^(?:\*|(?:W/)?"[!#-~]{0,250}"(?: *, *(?:W/)?"[!#-~]{0,250}"){0,9})$',
     # A browser client's opt-in to the cookie session (chalicelib/session_cookie.py).
     "X-Orochi-Session": r"^cookie$",
 }

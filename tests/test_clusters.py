@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+import requests
 
 from chalicelib.store import keys
 from conftest import Account, Stack, cluster_body, cluster_path, clusters_path
@@ -383,6 +384,26 @@ def test_patch_with_a_stale_etag_fails_and_with_the_current_one_applies(stack: S
     assert applied.status_code == 202, applied.text
     assert applied.headers["ETag"] not in (stale, current)
     assert (applied.json()["cluster"]["name"], applied.json()["cluster"]["generation"]) == ("fresh-write", 3)
+
+
+def test_if_match_compares_strongly_and_takes_a_list_or_any(stack: Stack, owner: Account) -> None:
+    """RFC 9110 13.1.1: a weak tag never matches; any tag of a list may; `*` matches the existing cluster."""
+    cluster = stack.create_cluster(owner)["cluster"]
+    path = cluster_path(owner.org_id, cluster["id"])
+
+    def patch(if_match: str) -> requests.Response:
+        return stack.call("PATCH", path, token=owner.access_token, json={"deletion_protection": False},
+                          headers={"If-Match": if_match})
+
+    current = stack.call("GET", path, token=owner.access_token).headers["ETag"]
+    weak = patch(f"W/{current}")
+    assert weak.status_code == 412, weak.text
+    assert stack.get_cluster(owner, cluster["id"])["generation"] == 1
+    listed = patch(f'"stale-1", {current} ,"stale-2"')
+    assert listed.status_code == 202, listed.text
+    assert patch(f'"stale-1", W/{listed.headers["ETag"]}').status_code == 412
+    assert patch("*").status_code == 202
+    assert stack.get_cluster(owner, cluster["id"])["generation"] == 3
 
 
 def test_patch_to_a_name_in_use_conflicts(stack: Stack, owner: Account) -> None:
