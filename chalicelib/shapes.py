@@ -104,7 +104,21 @@ def _email(value: str) -> str:
 Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(_email), Documented({
     "pattern": EMAIL_PATTERN, "not": {"pattern": EMAIL_SPECIAL_USE},
 })]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+# Passwords (NIST SP 800-63B 5.1.1.2): any printable character, spaces and any script included, but no control
+# character (a pasted newline or NUL is a mistake, not entropy), and NFKC-normalized before hashing, so that the same
+# password typed on another keyboard or system (composed or decomposed accents, full-width forms) is the same.
+PASSWORD_CONTROL = r"\x00-\x1f\x7f-\x9f"
+_PASSWORD_CONTROL = re.compile(f"[{PASSWORD_CONTROL}]")
+
+
+def _password(value: str) -> str:
+    if _PASSWORD_CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return unicodedata.normalize("NFKC", value)
+
+
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128), AfterValidator(_password),
+                     Documented({"pattern": f"^[^{PASSWORD_CONTROL}]*$"})]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=r"^[!-~]+$")]
 
 

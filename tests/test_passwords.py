@@ -104,6 +104,27 @@ def test_any_password_of_8_to_128_characters_is_accepted(stack, password):
     assert login(stack, email, password).status_code == 200
 
 
+@pytest.mark.parametrize("password", ["line\nbreak-password", "nul\x00-password", "tab\tpassword", "del\x7fpassword",
+                                      "c1\x85-password"], ids=repr)
+def test_a_password_with_a_control_character_is_refused(stack, password):
+    response = register(stack, password)
+    assert response.status_code == 400, response.text
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["password"]
+
+
+@pytest.mark.parametrize(("registered", "typed"), [
+    ("caf\u00e9-au-lait", "cafe\u0301-au-lait"),  # a composed accent, and the same one decomposed
+    ("\uff30\uff41\uff53\uff53\uff57\uff4f\uff52\uff44", "Password"),  # full-width forms, as some keyboards type them
+], ids=["composed-decomposed", "full-width"])
+def test_the_same_password_typed_differently_logs_in(stack, registered, typed):
+    """NFKC before hashing: another keyboard or system spelling the same characters otherwise is the same password."""
+    response = register(stack, registered)
+    assert response.status_code == 201, response.text
+    email = response.json()["user"]["email"]
+    assert login(stack, email, typed).status_code == 200
+    assert login(stack, email, typed + "!").status_code == 401
+
+
 # --- failed-login limit ---------------------------------------------------------------------------------------
 
 
