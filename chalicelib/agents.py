@@ -11,7 +11,7 @@ from chalicelib.clock import now
 from chalicelib.clusters import DATABASE, DATABASE_OWNER, database_password
 from chalicelib.principal import Principal
 from chalicelib.settings import Settings
-from chalicelib.shapes import JSON_INTEGER, Body, ListQuery, Out, Page
+from chalicelib.shapes import JSON_INTEGER, MAX_INTEGER, Body, Count, ListQuery, Measure, Out, Page
 from chalicelib.storage_tiers import StorageTiersOut
 from chalicelib.store import agent_records, cluster_records, prefetch
 from chalicelib.store.cluster_records import DELETED, Cluster
@@ -23,7 +23,7 @@ MAX_CLOCK_SKEW = 300
 class Heartbeat(Body):
     agent_version: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$")]
     driver: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")] | None = None
-    clusters: Annotated[int, Field(ge=0), JSON_INTEGER] | None = None
+    clusters: Count | None = None
 
 
 class HeartbeatOut(Out):
@@ -64,18 +64,18 @@ class DesiredState(Out):
 class MetricValues(Body):
     cpu_percent: Annotated[float, Field(ge=0, le=100)] | None = None
     memory_percent: Annotated[float, Field(ge=0, le=100)] | None = None
-    storage_used_gb: Annotated[float, Field(ge=0)] | None = None
+    storage_used_gb: Measure | None = None
     storage_used_percent: Annotated[float, Field(ge=0, le=100)] | None = None
-    connections: Annotated[int, Field(ge=0), JSON_INTEGER] | None = None
-    max_connections: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
-    database_size_gb: Annotated[float, Field(ge=0)] | None = None
-    replication_lag_seconds: Annotated[float, Field(ge=0)] | None = None
-    transactions_per_second: Annotated[float, Field(ge=0)] | None = None
+    connections: Count | None = None
+    max_connections: Annotated[int, Field(ge=1, le=MAX_INTEGER), JSON_INTEGER] | None = None
+    database_size_gb: Measure | None = None
+    replication_lag_seconds: Measure | None = None
+    transactions_per_second: Measure | None = None
 
 
 class MetricsSampleIn(Body):
     cluster_id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-    at: Annotated[int, Field(ge=0), JSON_INTEGER]
+    at: Count
     values: MetricValues
 
 

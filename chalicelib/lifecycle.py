@@ -21,7 +21,7 @@ from pydantic import Field, StringConstraints
 from chalicelib import errors, jobs, retrying
 from chalicelib.clock import now
 from chalicelib.settings import Settings
-from chalicelib.shapes import JSON_INTEGER, Body, MultilineText, Out
+from chalicelib.shapes import JSON_INTEGER, Body, Count, MultilineText, Out
 from chalicelib.store import cluster_records
 from chalicelib.store.cluster_records import DELETED, Cluster, Operation, StaleVersion, Transition
 from chalicelib.store.table import ConditionFailed
@@ -39,7 +39,7 @@ class EndpointIn(Body):
 class StatusReport(Body):
     """What the agent observed of one cluster at one generation."""
 
-    observed_generation: Annotated[int, Field(ge=0), JSON_INTEGER]
+    observed_generation: Count
     phase: Phase
     ready_instances: Annotated[int, Field(ge=0, le=64), JSON_INTEGER]
     primary: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,253}$")] | None = None

@@ -133,6 +133,14 @@ def _integral(value: object) -> object:
 # booleans), but 2.0 is the integer 2 as JSON Schema says. The bounds come first, so the document states them.
 JSON_INTEGER = BeforeValidator(_integral)
 
+# The largest integer a body may hold: what JavaScript numbers hold exactly, and well inside DynamoDB's 38 digits.
+MAX_INTEGER = 2**53 - 1
+# The largest measure (a float: gigabytes, seconds, transactions per second) a body may hold: beyond any real
+# figure, and inside what DynamoDB stores (below 1e126).
+MAX_MEASURE = 1e12
+Count = Annotated[int, Field(ge=0, le=MAX_INTEGER), JSON_INTEGER]
+Measure = Annotated[float, Field(ge=0, le=MAX_MEASURE)]
+
 # Request headers that routes declare: what the document states and `web` checks.
 HEADER_PATTERNS = {
     "Idempotency-Key": r"^[!-~]{1,255}$",

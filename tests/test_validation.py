@@ -173,6 +173,30 @@ def test_integers_take_integral_floats_but_not_strings_or_booleans(stack: Stack,
         assert _invalid_fields(response) == {"clusters"}
 
 
+# Numbers beyond what DynamoDB stores (38 digits, magnitude below 1e126) or what JavaScript holds exactly (2^53 - 1)
+# are refused as values, not stored half-way or answered with a 500.
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("heartbeat", {"agent_version": "1.0", "clusters": 10**40}, "clusters"),
+    ("status", {"observed_generation": 2**53, "phase": "provisioning", "ready_instances": 0}, "observed_generation"),
+    ("metrics", {"connections": 10**40}, "samples.0.values.connections"),
+    ("metrics", {"storage_used_gb": 1e200}, "samples.0.values.storage_used_gb"),
+    ("metrics", {"transactions_per_second": 1e130}, "samples.0.values.transactions_per_second"),
+    ("metrics", {"replication_lag_seconds": 1e300}, "samples.0.values.replication_lag_seconds"),
+    ("sample time", 10**20, "samples.0.at"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_numbers_too_large_to_keep_are_refused(stack: Stack, reported: Reported, path: str, body: Any, field: str) -> None:
+    token, cluster_id = reported.agent_token, reported.cluster_id
+    if path == "heartbeat":
+        response = stack.call("POST", "/v1/agent/heartbeat", token=token, json=body)
+    elif path == "status":
+        response = stack.call("POST", f"/v1/agent/clusters/{cluster_id}/status", token=token, json=body)
+    else:
+        at, values = (body, {"connections": 1}) if path == "sample time" else (stack.now(), body)
+        response = stack.call("POST", "/v1/agent/metrics", token=token,
+                              json={"samples": [{"cluster_id": cluster_id, "at": at, "values": values}]})
+    assert _invalid_fields(response) == {field}
+
+
 @pytest.mark.parametrize("value", ["", "0", "abc", '"unterminated', '"a"b"', "W/abc", '"' + "a" * 251 + '"'], ids=repr)
 def test_a_malformed_if_match_is_a_400_naming_it(stack: Stack, owner: Account, value: str) -> None:
     cluster = stack.create_cluster(owner)["cluster"]

@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 Phase = Literal["provisioning", "ready", "degraded", "failed", "deleted"]
 
+# The API's bounds on numbers (its shapes.MAX_INTEGER and MAX_MEASURE: what JavaScript and DynamoDB hold), restated
+# here because the agent owns its wire models; tests/test_agent_contract.py checks they agree.
+MAX_INTEGER = 2**53 - 1
+MAX_MEASURE = 1e12
+
 
 class Wire(BaseModel):
     """A body the API sends: fields the agent does not know yet are ignored, so the API can add them."""
@@ -90,7 +95,7 @@ class Endpoint(Outgoing):
 
 
 class StatusReport(Outgoing):
-    observed_generation: int = Field(ge=0)
+    observed_generation: int = Field(ge=0, le=MAX_INTEGER)
     phase: Phase
     ready_instances: int = Field(ge=0, le=64)
     primary: str | None = Field(default=None, max_length=253)
@@ -108,18 +113,18 @@ class ReportOut(Wire):
 class MetricValues(Outgoing):
     cpu_percent: float | None = Field(default=None, ge=0, le=100)
     memory_percent: float | None = Field(default=None, ge=0, le=100)
-    storage_used_gb: float | None = Field(default=None, ge=0)
+    storage_used_gb: float | None = Field(default=None, ge=0, le=MAX_MEASURE)
     storage_used_percent: float | None = Field(default=None, ge=0, le=100)
-    database_size_gb: float | None = Field(default=None, ge=0)
-    connections: int | None = Field(default=None, ge=0)
-    max_connections: int | None = Field(default=None, ge=1)
-    replication_lag_seconds: float | None = Field(default=None, ge=0)
-    transactions_per_second: float | None = Field(default=None, ge=0)
+    database_size_gb: float | None = Field(default=None, ge=0, le=MAX_MEASURE)
+    connections: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    max_connections: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
+    replication_lag_seconds: float | None = Field(default=None, ge=0, le=MAX_MEASURE)
+    transactions_per_second: float | None = Field(default=None, ge=0, le=MAX_MEASURE)
 
 
 class MetricsSample(Outgoing):
     cluster_id: str = Field(min_length=1, max_length=64)
-    at: int = Field(ge=0)
+    at: int = Field(ge=0, le=MAX_INTEGER)
     values: MetricValues
 
 
@@ -134,7 +139,7 @@ class MetricsAccepted(Wire):
 class Heartbeat(Outgoing):
     agent_version: str = Field(min_length=1, max_length=64)
     driver: str = Field(min_length=1, max_length=32)
-    clusters: int = Field(ge=0)
+    clusters: int = Field(ge=0, le=MAX_INTEGER)
 
 
 class HeartbeatOut(Wire):
