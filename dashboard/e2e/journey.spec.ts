@@ -74,6 +74,29 @@ test('an owner creates, connects to, scales and deletes a cluster; a viewer sees
     await expect(page.getByTestId('status').first()).toHaveText('running')
   })
 
+  await test.step('a change made from a stale view is refused (If-Match, 412) and says so', async () => {
+    const stale = await page.context().newPage()
+    await stale.goto(page.url())
+    await expect(stale.getByTestId('overview-instances')).toHaveText('3/3 ready')
+    await stale.getByRole('button', { name: 'Scale' }).click()
+    const dialog = stale.getByRole('dialog')
+    await dialog.getByLabel('Instances').fill('2')
+    // Meanwhile the first tab changes the settings: the dialog's version is no longer the cluster's.
+    const protection = page.getByLabel('Deletion protection')
+    await protection.check()
+    await page.getByRole('button', { name: 'Save settings' }).click()
+    await expect(page.getByTestId('operation').first()).toContainText('Settings changed')
+    await dialog.getByRole('button', { name: 'Apply' }).click()
+    await expect(dialog.getByRole('alert')).toContainText('This cluster changed since you loaded it')
+    await expect(dialog.getByRole('button', { name: 'Load latest version' })).toBeVisible()
+    await stale.close()
+    await expect(page.getByTestId('overview-instances')).toHaveText('3/3 ready')
+    await protection.uncheck()
+    await page.getByRole('button', { name: 'Save settings' }).click()
+    await expect(page.getByTestId('operation').nth(1)).toContainText('Settings changed')
+    await expect(page.getByTestId('status').first()).toHaveText('running', { timeout: 120_000 })
+  })
+
   await test.step('see the metrics charts', async () => {
     const metrics = page.getByRole('region', { name: 'Metrics' })
     await metrics.scrollIntoViewIfNeeded()
