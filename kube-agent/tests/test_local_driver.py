@@ -452,6 +452,23 @@ def test_metrics_come_from_the_real_servers(driver: LocalDriver, data_dir: Path)
     assert tiny.storage_used_gb is not None and tiny.storage_used_gb > 1000
 
 
+def test_replicas_do_not_add_up_in_the_resource_figures(driver: LocalDriver, data_dir: Path) -> None:
+    """Each instance is a pod of the size with its own volume: the figures are the busiest instance's and the fullest
+    volume's, so scaling out neither multiplies them nor trips the autoscaler's storage and CPU thresholds."""
+    driver.apply(desired("c1", instances=1))
+    one = driver.metrics("c1")
+    driver.apply(desired("c1", instances=3, generation=2))
+    three = driver.metrics("c1")
+    assert one is not None and three is not None
+    assert one.storage_used_gb is not None and three.storage_used_gb is not None
+    # Three volumes of at least one each would sum to 3x; the primary's alone grows only by the WAL the base
+    # backups and the slots keep (about 1.5x here).
+    assert three.storage_used_gb < 2 * one.storage_used_gb, (one, three)
+    # Likewise the primary's memory grows only by its WAL senders (about 1.6x), where the sum was about 3.5x.
+    assert one.memory_percent is not None and three.memory_percent is not None
+    assert three.memory_percent < 2.5 * one.memory_percent, (one, three)
+
+
 def test_ping_passes_and_close_can_stop_every_server(data_dir: Path) -> None:
     driver = LocalDriver(data_dir=data_dir, stop_servers_on_close=True)
     driver.ping()

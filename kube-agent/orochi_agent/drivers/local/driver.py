@@ -20,7 +20,7 @@ from orochi_agent.drivers.base import DriverError, Observation, ObservedPhase, R
 from orochi_agent.drivers.local import binaries, passwords, ports, sql
 from orochi_agent.drivers.local.accounts import Account, server_account
 from orochi_agent.drivers.local.binaries import Installation
-from orochi_agent.drivers.local.metrics import Sampler, Size
+from orochi_agent.drivers.local.metrics import Measured, Sampler, Size
 from orochi_agent.drivers.local.server import PortTaken, Server
 from orochi_agent.drivers.local.state import ClusterState, Instance, Layout, Store
 from orochi_agent.drivers.sizing import max_connections
@@ -160,7 +160,8 @@ class LocalDriver:
         if state is None or state.primary is None:
             return None
         servers = [self._server(cluster_id, instance.name) for instance in state.instances]
-        processes = [process for server in servers for process in server.processes()]
+        measured = [Measured(name=server.name, processes=server.processes(), data_dir=server.data_dir)
+                    for server in servers]
         activity = lag = None
         try:
             with self._connect(state.primary, state) as conn:
@@ -169,11 +170,10 @@ class LocalDriver:
                     lags = [s.replay_lag_seconds or 0.0 for s in sql.streams(conn).values() if s.state is not None]
                     lag = max(lags) if lags else None
         except sql.Error:
-            if not processes:
+            if not any(server.processes for server in measured):
                 return None
         return self._sampler.sample(
-            cluster_id, activity=activity, lag_seconds=lag, processes=processes,
-            data_dirs=[server.data_dir for server in servers],
+            cluster_id, activity=activity, lag_seconds=lag, servers=measured,
             size=Size(vcpu=state.vcpu, memory_gb=state.memory_gb, storage_gb=state.storage_gb),
         )
 

@@ -1,12 +1,15 @@
 """A cluster's metrics from its real servers: what the primary answers, its processes, its files.
 
-Rates (CPU, transactions per second) are measured between two samples of the same cluster, so the first
-sample has none. Units:
-- `cpu_percent`: CPU time of every server process (postmasters and their children) over the wall time since the
-  previous sample, as a percent of the cluster's `vcpu` cores.
-- `memory_percent`: their summed RSS as a percent of `memory_gb` GiB (RSS counts shared buffers once per process,
-  so it overstates; it is what the size's memory limit would count).
-- `storage_used_gb`: bytes on disk of every data directory, divided by the driver's `storage_bytes_per_gb`.
+Each instance stands for a pod of the size (its vCPUs, its memory, its own volume of `storage_gb`), so the
+resource figures are those of the busiest instance, as the cnpg driver reports them: adding replicas neither
+inflates them nor makes the autoscaler chase its own replicas. Rates (CPU, transactions per second) are measured
+between two samples of the same cluster, so the first sample has none. Units:
+- `cpu_percent`: CPU time of the busiest instance's server processes (its postmaster and children) over the wall
+  time since the previous sample, as a percent of the size's `vcpu` cores.
+- `memory_percent`: the largest instance's summed RSS as a percent of `memory_gb` GiB (RSS counts shared buffers
+  once per process, so it overstates; it is what the size's memory limit would count).
+- `storage_used_gb`: bytes on disk of the fullest instance's data directory, divided by the driver's
+  `storage_bytes_per_gb`; `storage_used_percent` of `storage_gb`.
 - `database_size_gb`: pg_database_size of the app database in GiB (2**30 bytes).
 """
 
@@ -31,7 +34,16 @@ GIB = 2**30
 class _Sample:
     at: float
     transactions: int | None
-    cpu_seconds: dict[tuple[int, float], float]
+    cpu_seconds: dict[str, dict[tuple[int, float], float]]  # by instance: each process's CPU seconds
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One server of the cluster, to measure: its processes and its data directory."""
+
+    name: str
+    processes: list[psutil.Process]
+    data_dir: Path
 
 
 @dataclass(frozen=True)
@@ -54,10 +66,12 @@ class Sampler:
             self._previous.pop(cluster_id, None)
 
     def sample(self, cluster_id: str, *, activity: Activity | None, lag_seconds: float | None,
-               processes: Iterable[psutil.Process], data_dirs: Iterable[Path], size: Size) -> MetricValues:
+               servers: Iterable[Measured], size: Size) -> MetricValues:
         at = time.monotonic()
-        cpu_seconds, rss = _usage(processes)
-        storage_bytes = sum(_bytes_on_disk(d) for d in data_dirs)
+        servers = list(servers)
+        usage = {server.name: _usage(server.processes) for server in servers}
+        cpu_seconds = {name: seconds for name, (seconds, _) in usage.items()}
+        storage_bytes = max((_bytes_on_disk(server.data_dir) for server in servers), default=0)
         transactions = activity.transactions if activity is not None else None
         with self._lock:
             previous = self._previous.get(cluster_id)
@@ -65,11 +79,13 @@ class Sampler:
         elapsed = at - previous.at if previous is not None else 0.0
         cpu_percent = tps = None
         if previous is not None and elapsed > 0.001:
-            used = sum(max(0.0, seconds - previous.cpu_seconds.get(key, 0.0)) for key, seconds in cpu_seconds.items())
-            cpu_percent = _percent(used / elapsed, max(size.vcpu, 1))
+            busiest = max((_used(seconds, previous.cpu_seconds.get(name, {})) for name, seconds in cpu_seconds.items()),
+                          default=0.0)
+            cpu_percent = _percent(busiest / elapsed, max(size.vcpu, 1))
             if transactions is not None and previous.transactions is not None:
                 delta = transactions - previous.transactions
                 tps = delta / elapsed if delta >= 0 else None
+        rss = max((resident for _, resident in usage.values()), default=0)
         storage_quota = size.storage_gb * self.storage_bytes_per_gb
         return MetricValues(
             cpu_percent=cpu_percent,
@@ -83,6 +99,11 @@ class Sampler:
             replication_lag_seconds=lag_seconds,
             transactions_per_second=tps,
         )
+
+
+def _used(now: dict[tuple[int, float], float], before: dict[tuple[int, float], float]) -> float:
+    """CPU seconds the processes used since `before` (a process started since counts from zero)."""
+    return sum(max(0.0, seconds - before.get(key, 0.0)) for key, seconds in now.items())
 
 
 def _usage(processes: Iterable[psutil.Process]) -> tuple[dict[tuple[int, float], float], int]:
