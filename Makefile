@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test typecheck bench package clean
+.PHONY: build run test typecheck bench package clean
+.DEFAULT_GOAL := build
 
 $(STAMP): requirements.txt requirements-dev.txt kube-agent/requirements.txt kube-agent/requirements-local.txt kube-agent/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ $(DASHBOARD_STAMP): dashboard/package-lock.json
 # The bundle `make run` serves, calling the local API (http://localhost:8000: the same site as the dashboard).
 $(DASHBOARD_BUILD): $(DASHBOARD_STAMP) $(DASHBOARD_SOURCES)
 	cd dashboard && $(VITE) build
+
+# `make` (or `make build`): set up (the virtualenv, the dashboard's packages) and build the dashboard.
+build: $(STAMP) $(DASHBOARD_BUILD)
 
 run: $(STAMP) $(DASHBOARD_BUILD)
 	$(PY) -m devstack.run
