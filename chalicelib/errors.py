@@ -77,21 +77,21 @@ class Unprocessable(AppError):
     code = "unprocessable"
 
 
-class RateLimited(AppError):
-    status = 429
-    code = "rate_limited"
+class Retryable(AppError):
+    """An error the caller may retry after `retry_after` seconds (at least 1), sent as Retry-After."""
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = max(1, retry_after)
 
 
-class Unavailable(AppError):
+class RateLimited(Retryable):
+    status = 429
+    code = "rate_limited"
+
+
+class Unavailable(Retryable):
     """The service cannot take the request now (the database is over its capacity): retry after a moment."""
 
     status = 503
     code = "unavailable"
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = max(1, retry_after)

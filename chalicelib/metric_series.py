@@ -17,15 +17,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from chalicelib import errors
+from chalicelib import retrying
 from chalicelib.shapes import Out
 from chalicelib.store import metric_records
 from chalicelib.store.cluster_records import Cluster, Sample
 from chalicelib.store.metric_records import Rollup, RollupKey
-from chalicelib.store.table import ConditionFailed, LostRace
 
 WindowName = Literal["1h", "24h", "7d"]
-WRITE_ATTEMPTS = 3
 LAST = 3  # a rollup's aggregate of a metric is [sum, count, max, last]
 
 
@@ -85,7 +83,7 @@ def record(samples: list[Sample], *, at: int) -> None:
     TransactWriteItems per 100 changed (a batch of one sample per cluster touches 3 rollups per cluster).
     A sample skips the bucket sizes whose window no longer shows its bucket at `at` (an old backlog).
 
-    Read and folded again when another writer changed a rollup meanwhile; Contention after three attempts.
+    Read and folded again when another writer changed a rollup meanwhile (`retrying.until_won`).
     """
     grouped: dict[RollupKey, list[Sample]] = {}
     for sample in samples:
@@ -93,15 +91,12 @@ def record(samples: list[Sample], *, at: int) -> None:
             if sample.at - sample.at % bucket + expires <= at:
                 continue
             grouped.setdefault((sample.cluster_id, bucket, sample.at - sample.at % bucket), []).append(sample)
-    for attempt in range(WRITE_ATTEMPTS):
+    def attempt() -> None:
         stored = metric_records.rollups(list(grouped))
         changed = [stored[key] for key, taken in grouped.items() if fold(stored[key], taken)]
-        try:
-            metric_records.put_rollups(changed, expires=EXPIRES)
-            return
-        except (ConditionFailed, LostRace):
-            if attempt == WRITE_ATTEMPTS - 1:
-                raise errors.Contention("metrics of these clusters were being written at the same time; retry") from None
+        metric_records.put_rollups(changed, expires=EXPIRES)
+
+    retrying.until_won(attempt, what="the metrics of these clusters")
 
 
 # --- what a chart reads ---------------------------------------------------------------------------------------

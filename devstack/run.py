@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 API_PORT = int(os.environ.get("API_PORT", "8000"))
 DASHBOARD = ROOT / "dashboard"
 DASHBOARD_PORT = 5173  # an origin the dev stage allows (ALLOWED_ORIGINS)
+READY = "Orochi DB is up."  # the line that says everything started (devstack.with_stack waits for it)
 
 
 def stage_environment(stage: str = "dev") -> dict[str, str]:
@@ -78,7 +79,7 @@ def main() -> None:
     children.append(dashboard)
     wait_for_port(DASHBOARD_PORT, process=dashboard)
     agent_lines = "".join(f"\n    {region}: health http://127.0.0.1:{port}/readyz" for region, port, _ in local_agents)
-    print(f"\nOrochi DB is up.\n  Dashboard: http://localhost:{DASHBOARD_PORT}\n"
+    print(f"\n{READY}\n  Dashboard: http://localhost:{DASHBOARD_PORT}\n"
           f"  API:       {api_url}  (try GET /health, /openapi.json)\n"
           f"  DynamoDB and SQS (moto): {env['AWS_ENDPOINT_URL']}\n  Scheduled functions: the reaper and the autoscaler, every minute\n"
           f"  Local agents (real PostgreSQL servers):{agent_lines}\n"

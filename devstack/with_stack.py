@@ -15,8 +15,8 @@ import sys
 import threading
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-READY = "Orochi DB is up."
+from devstack.run import READY, ROOT
+
 LOG = ROOT / ".devstack" / "with_stack.log"
 START_TIMEOUT_SECONDS = 600
 

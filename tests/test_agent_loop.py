@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from chalicelib.store import keys
-from conftest import Account, Stack, cluster_path, new_stack
+from conftest import Account, Stack, cluster_path, new_stack, until
 from orochi_agent.agent import Agent
 from orochi_agent.clients.api import Api
 from orochi_agent.clients.queue import Queue
@@ -51,18 +51,6 @@ FAST = {
     "OROCHI_DRAIN_SECONDS": "5",
     "OROCHI_API_TIMEOUT_SECONDS": "30",
 }
-
-
-def wait_until(condition: Callable[[], T], what: str, *, timeout: float = DEADLINE, every: float = 0.05) -> T:
-    """`condition()` once it is truthy; fails the test when it is not within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 # --- the scripted driver -----------------------------------------------------------------------------------------
@@ -343,7 +331,7 @@ def start_agent(stack: Stack, region: Region, monkeypatch: pytest.MonkeyPatch, t
         )
         running = Running(agent, driver, telemetry)
         started.append(running)
-        wait_until(lambda: running.value("orochi_agent_last_resync_age_seconds") >= 0, "the start-up resync")
+        until(lambda: running.value("orochi_agent_last_resync_age_seconds") >= 0, what="the start-up resync")
         return running
 
     yield start
@@ -378,7 +366,7 @@ def wait_for_status(stack: Stack, owner: Account, cluster_id: str, status: str, 
         ok = seen["status"] == status and all(seen.get(k) == v for k, v in fields.items())
         return seen if ok else None
 
-    return wait_until(reached, f"cluster {cluster_id} to be {status} {fields or ''}".strip(), every=0.2)
+    return until(reached, what=f"cluster {cluster_id} to be {status} {fields or ''}".strip(), every=0.2)
 
 
 def create(stack: Stack, owner: Account, region: Region, **fields: Any) -> dict[str, Any]:
@@ -394,7 +382,7 @@ def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
 
 
 def wait_for_empty_queue(sqs: Any, url: str) -> None:
-    wait_until(lambda: queue_counts(sqs, url) == (0, 0), f"no message left on {url.rsplit('/', 1)[1]}", every=0.2)
+    until(lambda: queue_counts(sqs, url) == (0, 0), what=f"no message left on {url.rsplit('/', 1)[1]}", every=0.2)
 
 
 def receive_one(sqs: Any, url: str, *, visibility: int = 60) -> dict[str, Any]:
@@ -405,7 +393,7 @@ def receive_one(sqs: Any, url: str, *, visibility: int = 60) -> dict[str, Any]:
                                        MessageSystemAttributeNames=["ApproximateReceiveCount"]).get("Messages")
         return messages[0] if messages else None
 
-    return wait_until(got, f"a message on {url.rsplit('/', 1)[1]}", every=0)
+    return until(got, what=f"a message on {url.rsplit('/', 1)[1]}", every=0)
 
 
 def job_body(cluster: dict[str, Any], generation: int) -> str:
@@ -431,15 +419,15 @@ def test_a_job_that_outlasts_the_visibility_timeout_is_leased_and_never_redelive
     agent = start_agent(driver, OROCHI_VISIBILITY_TIMEOUT_SECONDS="4")
     cluster_id = create(stack, owner, region)["cluster"]["id"]
 
-    wait_until(lambda: driver.active(cluster_id) == 1, "the apply to start")
-    wait_until(lambda: agent.value("orochi_agent_lease_extensions_total") >= 4, "four lease extensions (5.3 s)",
-               every=0.1)
+    until(lambda: driver.active(cluster_id) == 1, what="the apply to start")
+    until(lambda: agent.value("orochi_agent_lease_extensions_total") >= 4, what="four lease extensions (5.3 s)",
+          every=0.1)
     assert queue_counts(sqs, region.queue_url) == (0, 1)
     driver.resume()
 
     wait_for_status(stack, owner, cluster_id, "running")
     wait_for_empty_queue(sqs, region.queue_url)
-    wait_until(lambda: agent.processed() == 1, "the job to be done")
+    until(lambda: agent.processed() == 1, what="the job to be done")
     assert agent.received() == 1
     assert len(driver.applies_of(cluster_id)) == 1
 
@@ -535,7 +523,7 @@ def test_a_refused_desired_state_fails_the_cluster_at_once_and_dead_letters_the_
     created = create(stack, owner, region)
     cluster_id = created["cluster"]["id"]
 
-    wait_until(lambda: len(status_before_apply) >= 2, "the job's second receive")
+    until(lambda: len(status_before_apply) >= 2, what="the job's second receive")
     assert status_before_apply[:2] == ["pending", "failed"]  # failed right after the first apply
     assert cluster_of(stack, owner, cluster_id)["status_message"] == reason
     dead = receive_one(sqs, region.dlq_url)
@@ -560,9 +548,9 @@ def test_an_unexpected_driver_exception_hands_the_job_back_instead_of_leasing_it
     agent = start_agent(driver, OROCHI_VISIBILITY_TIMEOUT_SECONDS="2")
     cluster_id = create(stack, owner, region)["cluster"]["id"]
 
-    wait_until(lambda: len(driver.applies_of(cluster_id)) >= 1, "the first apply")
-    wait_until(lambda: len(driver.applies_of(cluster_id)) >= 2
-               or agent.value("orochi_agent_lease_extensions_total") >= 5, "a second apply (or five extensions)")
+    until(lambda: len(driver.applies_of(cluster_id)) >= 1, what="the first apply")
+    until(lambda: len(driver.applies_of(cluster_id)) >= 2 or agent.value("orochi_agent_lease_extensions_total") >= 5,
+          what="a second apply (or five extensions)")
     assert len(driver.applies_of(cluster_id)) >= 2, "the job stays leased after the unexpected exception"
 
 
@@ -596,7 +584,7 @@ def test_stopping_hands_an_unfinished_job_back_within_the_drain(
     driver.pause()
     agent = start_agent(driver, OROCHI_DRAIN_SECONDS=str(drain))
     cluster_id = create(stack, owner, region)["cluster"]["id"]
-    wait_until(lambda: driver.active(cluster_id) == 1, "the apply to start")
+    until(lambda: driver.active(cluster_id) == 1, what="the apply to start")
 
     took = agent.stop(timeout=drain + 30)  # the apply stays blocked: run() must not wait for it
     assert took >= drain
@@ -614,15 +602,15 @@ def test_a_job_handed_back_by_the_drain_is_left_alone_by_its_worker(
     driver.pause()
     agent = start_agent(driver, OROCHI_DRAIN_SECONDS="1")
     cluster_id = create(stack, owner, region)["cluster"]["id"]
-    wait_until(lambda: driver.active(cluster_id) == 1, "the apply to start")
+    until(lambda: driver.active(cluster_id) == 1, what="the apply to start")
     agent.stop()
     handed_back = receive_one(sqs, region.queue_url)  # another agent's now
     assert handed_back["Attributes"]["ApproximateReceiveCount"] == "2"
 
     driver.resume()  # the blocked apply returns, long after the drain gave its job up
-    wait_until(lambda: driver.active(cluster_id) == 0, "the apply to return")
-    wait_until(lambda: not any(t.name.startswith("reconcile") for t in threading.enumerate()),
-               "the agent's reconcile workers to end")
+    until(lambda: driver.active(cluster_id) == 0, what="the apply to return")
+    until(lambda: not any(t.name.startswith("reconcile") for t in threading.enumerate()),
+          what="the agent's reconcile workers to end")
 
     problems = []
     if driver.after_close:
@@ -639,7 +627,7 @@ def test_a_job_that_finishes_during_the_drain_is_deleted(
     driver.pause()
     agent = start_agent(driver, OROCHI_DRAIN_SECONDS="30")
     cluster_id = create(stack, owner, region)["cluster"]["id"]
-    wait_until(lambda: driver.active(cluster_id) == 1, "the apply to start")
+    until(lambda: driver.active(cluster_id) == 1, what="the apply to start")
 
     agent.agent.stop.set()
     driver.resume()
@@ -661,7 +649,7 @@ def test_clusters_are_reconciled_in_parallel(
     first = create(stack, owner, region)["cluster"]["id"]
     second = create(stack, owner, region)["cluster"]["id"]
 
-    wait_until(lambda: driver.active(first) == 1 and driver.active(second) == 1, "both applies under way at once")
+    until(lambda: driver.active(first) == 1 and driver.active(second) == 1, what="both applies under way at once")
     driver.resume()
     wait_for_status(stack, owner, first, "running")
     wait_for_status(stack, owner, second, "running")
@@ -678,15 +666,15 @@ def test_jobs_of_one_cluster_never_overlap_and_the_latest_desired_state_wins(
     agent = start_agent(driver, OROCHI_RESYNC_INTERVAL_SECONDS="1")
     cluster = create(stack, owner, region)["cluster"]
     cluster_id = cluster["id"]
-    wait_until(lambda: driver.active(cluster_id) == 1, "the first apply to start")
+    until(lambda: driver.active(cluster_id) == 1, what="the first apply to start")
     blocked_at = time.monotonic()
 
     for instances in (2, 3, 4):
         response = stack.call("POST", cluster_path(owner.org_id, cluster_id) + "/scale", token=owner.access_token,
                               json={"instances": instances})
         assert response.status_code == 202, response.text
-    wait_until(lambda: 0 <= agent.value("orochi_agent_last_resync_age_seconds") < time.monotonic() - blocked_at,
-               "a resync while the first apply is blocked", every=0.1)
+    until(lambda: 0 <= agent.value("orochi_agent_last_resync_age_seconds") < time.monotonic() - blocked_at,
+          what="a resync while the first apply is blocked", every=0.1)
     driver.resume()
 
     wait_for_status(stack, owner, cluster_id, "running", observed_generation=4, ready_instances=4)
@@ -723,8 +711,8 @@ def test_the_start_up_resync_reconciles_lost_jobs_and_removes_only_clusters_the_
         agent = start_agent(driver, api_url=proxy.url)
 
         wait_for_status(stack, owner, lost, "running", observed_generation=1)
-        wait_until(lambda: unknown in driver.deletes, "the unknown cluster to be deleted")
-        wait_until(lambda: driver.applies_of(lagging), "the lagging cluster to be reconciled")
+        until(lambda: unknown in driver.deletes, what="the unknown cluster to be deleted")
+        until(lambda: driver.applies_of(lagging), what="the lagging cluster to be reconciled")
         wait_for_status(stack, owner, lagging, "running", observed_generation=1)
     finally:
         proxy.close()
@@ -750,8 +738,8 @@ def test_deleting_a_cluster_removes_it_from_the_driver_and_completes_the_delete(
     assert response.status_code == 202, response.text
     operation_id = response.json()["operation"]["id"]
 
-    wait_until(lambda: public(stack, owner, cluster_path(owner.org_id, cluster_id)).status_code == 404,
-               "the cluster to be gone", every=0.2)
+    until(lambda: public(stack, owner, cluster_path(owner.org_id, cluster_id)).status_code == 404,
+          what="the cluster to be gone", every=0.2)
     assert driver.deletes == [cluster_id]
     assert driver.holding(cluster_id) is None
     wait_for_empty_queue(sqs, region.queue_url)
@@ -776,7 +764,7 @@ def test_duplicate_and_out_of_order_jobs_change_nothing(
     assert response.status_code == 202, response.text
     before = wait_for_status(stack, owner, cluster_id, "running", observed_generation=2, ready_instances=2)
     wait_for_empty_queue(sqs, region.queue_url)
-    wait_until(lambda: agent.processed() == 2, "both jobs done")
+    until(lambda: agent.processed() == 2, what="both jobs done")
     held_before, applies_before = driver.holding(cluster_id), len(driver.applies_of(cluster_id))
     assert held_before is not None and held_before.generation == 2
     reports_before = agent.value("orochi_agent_status_reports_total")
@@ -785,7 +773,7 @@ def test_duplicate_and_out_of_order_jobs_change_nothing(
         sqs.send_message(QueueUrl=region.queue_url, MessageBody=job_body(cluster, generation),
                          MessageGroupId=cluster_id, MessageDeduplicationId=uuid.uuid4().hex)
 
-    wait_until(lambda: agent.processed() == 4, "the duplicate and the stale job to be done")
+    until(lambda: agent.processed() == 4, what="the duplicate and the stale job to be done")
     wait_for_empty_queue(sqs, region.queue_url)
     later = driver.applies_of(cluster_id)[applies_before:]
     assert later and all(desired == held_before.desired for desired in later)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chalicelib.store import keys
-from conftest import Account, Stack, cluster_path
+from conftest import Account, Stack, cluster_path, send_together
 
 WINDOWS = {"1h": (60, 60), "24h": (900, 96), "7d": (3600, 168)}
 NULL_POINT = {
@@ -130,6 +130,21 @@ def test_a_batch_sent_again_is_counted_once(stack: Stack, owner: Account) -> Non
     post(stack, cluster["id"], batch)
     post(stack, cluster["id"], [(at + 20, {"cpu_percent": 90.0})])  # older than the bucket's newest: not folded
     assert point(series(stack, owner, cluster["id"]), at)["cpu_percent"] == {"avg": 25.0, "max": 40.0}
+
+
+def test_batches_racing_on_one_bucket_lose_no_newer_sample(stack: Stack, owner: Account) -> None:
+    """Six batches at once, each one newer sample of the same minute: the rollup writes are conditional on what they
+    read, so the loser of each race reads and folds again, and the newest sample always ends in the bucket (an
+    unconditional write could leave an older writer's rollup last)."""
+    cluster = stack.create_cluster(owner, region="nyc1")["cluster"]
+    base = (stack.now() - 60) // 60 * 60
+    bodies = [{"samples": [{"cluster_id": cluster["id"], "at": base + n, "values": {"connections": 10 * n}}]}
+              for n in range(1, 7)]
+    answers = send_together(stack, "POST", "/v1/agent/metrics", bodies, token=stack.agent("nyc1"))
+    assert [status for status, _ in answers] == [200] * 6, answers
+    body = series(stack, owner, cluster["id"])
+    assert point(body, base)["connections"]["max"] == 60.0
+    assert body["latest"]["at"] == base + 6 and body["latest"]["values"]["connections"] == 60
 
 
 def test_a_sample_older_than_the_hour_reaches_only_the_day_and_week_rollups(stack: Stack, owner: Account) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from pynamodb.attributes import JSONAttribute, UnicodeAttribute
 
 from chalicelib.store import keys
-from chalicelib.store.table import IntegerAttribute, Item, transaction
+from chalicelib.store.table import ConditionFailed, IntegerAttribute, Item, LostRace, transaction
 
 TRANSACTION_ITEMS = 100  # DynamoDB's limit of items in one TransactWriteItems
 
@@ -59,22 +59,29 @@ def put_rollups(changed: list[Rollup], *, expires: dict[int, int]) -> None:
     """Write the rollups in transactions of up to 100, each conditional on the `last_at` it was read with.
 
     `expires` gives, per bucket size, the seconds after a bucket's start at which its rollup expires.
-    Raises ConditionFailed when another writer changed one of them meanwhile (read again and fold again: the
+    Raises LostRace when another writer changed one of them meanwhile (read again and fold again: the
     transactions before the failing one were made), Contention when one was being written at that moment.
     """
     for first in range(0, len(changed), TRANSACTION_ITEMS):
-        with transaction() as tx:
-            for rollup in changed[first:first + TRANSACTION_ITEMS]:
-                assert rollup.last_at is not None
-                item = MetricRollup(
-                    *keys.metric_rollup(rollup.cluster_id, rollup.bucket_seconds, rollup.start),
-                    cluster_id=rollup.cluster_id, bucket_seconds=rollup.bucket_seconds, start=rollup.start,
-                    last_at=rollup.last_at, aggregates=rollup.aggregates,
-                    expires_ttl=rollup.start + expires[rollup.bucket_seconds],
-                )
-                condition: Any = (MetricRollup.pk.does_not_exist() if rollup.read_last_at is None
-                                  else MetricRollup.last_at == rollup.read_last_at)
-                tx.save(item, condition=condition, label="rollup")
+        try:
+            _put(changed[first:first + TRANSACTION_ITEMS], expires=expires)
+        except ConditionFailed as e:
+            raise LostRace() from e
+
+
+def _put(rollups: list[Rollup], *, expires: dict[int, int]) -> None:
+    with transaction() as tx:
+        for rollup in rollups:
+            assert rollup.last_at is not None
+            item = MetricRollup(
+                *keys.metric_rollup(rollup.cluster_id, rollup.bucket_seconds, rollup.start),
+                cluster_id=rollup.cluster_id, bucket_seconds=rollup.bucket_seconds, start=rollup.start,
+                last_at=rollup.last_at, aggregates=rollup.aggregates,
+                expires_ttl=rollup.start + expires[rollup.bucket_seconds],
+            )
+            condition: Any = (MetricRollup.pk.does_not_exist() if rollup.read_last_at is None
+                              else MetricRollup.last_at == rollup.read_last_at)
+            tx.save(item, condition=condition, label="rollup")
 
 
 def rollups_of(cluster_id: str, bucket_seconds: int, *, first: int, last: int) -> list[Rollup]:
